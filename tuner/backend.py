@@ -1,0 +1,207 @@
+"""The contract between the study loop and an execution backend.
+
+A backend runs trials somewhere (a Ray cluster, SageMaker, a thread pool in tests) and reports
+back only immutable records. Backends are found by name through the ``tuner.backends``
+entry-point group, so a third party adds one without touching tuner::
+
+    [project.entry-points."tuner.backends"]
+    slurm = "my_package.slurm:SlurmBackend"
+
+The class named there has a ``Config`` pydantic model (its ``type`` field holds the name) and is
+built as ``SlurmBackend(config, context)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+ENTRY_POINT_GROUP = "tuner.backends"
+
+
+class TrialStatus(enum.Enum):
+    """Where a trial stands on its backend."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_finished(self) -> bool:
+        """Whether the backend is done with the trial."""
+        return self is not TrialStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial needs on its backend."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class FunctionEntry:
+    """A trial that calls ``function(params)``.
+
+    Attributes:
+        ref: ``"module:function"``, importable on the worker.
+        search_path: folders put in front of ``sys.path`` before the import.
+        function: the callable itself when the study was built in Python; backends that can
+            ship code (Ray) send it as is, so functions from scripts and notebooks work too.
+    """
+
+    ref: str
+    search_path: tuple[str, ...] = ()
+    function: Callable[[dict[str, Any]], Any] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a backend needs to run one trial."""
+
+    study: str
+    number: int
+    params: Mapping[str, Any]
+    entry: FunctionEntry
+    objective: str
+    resources: Resources = Resources()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialHandle:
+    """A backend's JSON-serialisable reference to a submitted trial."""
+
+    backend: str
+    trial: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The handle as a JSON string (stored with the trial for resume)."""
+        return json.dumps({"backend": self.backend, "trial": self.trial, "data": dict(self.data)})
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialHandle:
+        """The inverse of :meth:`to_json`."""
+        raw = json.loads(text)
+        return cls(backend=raw["backend"], trial=int(raw["trial"]), data=raw.get("data", {}))
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """What is new about one trial since the last poll.
+
+    A ``RUNNING`` update carries intermediate metrics at ``step``; a ``COMPLETED`` one the
+    trial's final metrics; a ``FAILED`` one the error and, where there is one, the traceback.
+    """
+
+    trial: int
+    status: TrialStatus
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    step: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What the study tells a backend when it builds it."""
+
+    study: str
+    study_dir: Path
+    max_concurrent: int
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's ``Config``: the spec's ``backend:`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs trials and reports what happened to them.
+
+    ``poll`` returns only what is new since the previous call, intermediate updates of a trial
+    before its final one. ``cancel`` is idempotent. ``reattach`` tells, after a resume, whether
+    a trial submitted by an earlier orchestrator still runs (its updates then come through
+    ``poll``).
+    """
+
+    name: ClassVar[str]
+
+    @property
+    def capacity(self) -> int:
+        """How many trials the backend can run at once."""
+        ...
+
+    def submit(self, trial: TrialSpec) -> TrialHandle:
+        """Starts a trial."""
+        ...
+
+    def poll(self, timeout: float) -> list[TrialUpdate]:
+        """Waits up to ``timeout`` seconds for news, then returns all there is."""
+        ...
+
+    def cancel(self, handle: TrialHandle) -> None:
+        """Stops a trial; a no-op for one that already finished."""
+        ...
+
+    def reattach(self, handle: TrialHandle) -> bool:
+        """Whether the trial behind ``handle`` still runs and will be reported on."""
+        ...
+
+    def close(self) -> None:
+        """Stops everything the backend started."""
+        ...
+
+
+class UnknownBackendError(LookupError):
+    """No backend is registered under the name asked for."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the `{package}` package, which is not installed; "
+            f"install it with `pip install 'hpo-tuner[{extra}]'`"
+        )
+
+
+def available_backends() -> dict[str, metadata.EntryPoint]:
+    """Every backend registered in the ``tuner.backends`` entry-point group, by name."""
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def backend_class(name: str) -> type[Any]:
+    """The backend class registered as ``name``.
+
+    Raises:
+        UnknownBackendError: if no such backend is registered.
+    """
+    backends = available_backends()
+    if name not in backends:
+        known = ", ".join(sorted(backends)) or "none"
+        raise UnknownBackendError(
+            f"no backend is registered as {name!r}; available backends: {known}"
+        )
+    return backends[name].load()  # type: ignore[no-any-return]
+
+
+def create_backend(config: BackendConfig, context: BackendContext) -> Backend:
+    """Builds the backend that ``config`` describes."""
+    backend: Backend = backend_class(config.type)(config, context)
+    return backend

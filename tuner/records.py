@@ -1,0 +1,129 @@
+"""Immutable snapshots that cross module boundaries, and the names of stored attributes."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+
+class Attr:
+    """Keys of the user attributes tuner keeps on optuna studies and trials."""
+
+    HANDLE = "tuner.handle"
+    METRICS = "tuner.metrics"
+    ERROR = "tuner.error"
+    TRACEBACK = "tuner.traceback"
+    NODE = "tuner.node"
+    CANCELLED = "tuner.cancelled"
+    MLFLOW_RUN_ID = "tuner.mlflow_run_id"
+    MLFLOW_PARENT_RUN_ID = "tuner.mlflow_parent_run_id"
+    MLFLOW_EXPERIMENT_ID = "tuner.mlflow_experiment_id"
+    TRACKING_URI = "tuner.tracking_uri"
+    SEED = "tuner.seed"
+    ENGINE = "tuner.engine"
+    SPEC = "tuner.spec"
+
+
+class TrialState(enum.Enum):
+    """Where a trial stands in the study."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_finished(self) -> bool:
+        """Whether the trial has its final state (a cancelled trial is queued again)."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+
+
+class StopReason(enum.Enum):
+    """Why a study stopped launching trials."""
+
+    MAX_TRIALS = "max_trials reached"
+    MAX_TIME = "max_time reached"
+    MAX_FAILURES = "max_failures reached"
+    EXHAUSTED = "search space exhausted"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the study knows it."""
+
+    number: int
+    state: TrialState
+    params: Mapping[str, Any]
+    value: float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    node: str | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started and self.finished:
+            return (self.finished - self.started).total_seconds()
+        return None
+
+    @classmethod
+    def from_optuna(cls, trial: FrozenTrial) -> TrialRecord:
+        """The record of a trial read back from an optuna storage."""
+        from optuna.trial import TrialState as OptunaState
+
+        attrs = trial.user_attrs
+        if attrs.get(Attr.CANCELLED):
+            state = TrialState.CANCELLED
+        else:
+            state = {
+                OptunaState.WAITING: TrialState.WAITING,
+                OptunaState.RUNNING: TrialState.RUNNING,
+                OptunaState.COMPLETE: TrialState.COMPLETE,
+                OptunaState.PRUNED: TrialState.PRUNED,
+                OptunaState.FAIL: TrialState.FAILED,
+            }[trial.state]
+        metrics = attrs.get(Attr.METRICS) or {}
+        return cls(
+            number=trial.number,
+            state=state,
+            params=dict(trial.params),
+            value=trial.value if trial.values is not None else None,
+            metrics=dict(json.loads(metrics) if isinstance(metrics, str) else metrics),
+            error=attrs.get(Attr.ERROR),
+            traceback=attrs.get(Attr.TRACEBACK),
+            node=attrs.get(Attr.NODE),
+            started=trial.datetime_start,
+            finished=trial.datetime_complete,
+            mlflow_run_id=attrs.get(Attr.MLFLOW_RUN_ID),
+        )
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """Where a study stands: counts per state, the best trial, and why it stopped."""
+
+    name: str
+    metric: str
+    direction: str
+    counts: Mapping[TrialState, int]
+    best: TrialRecord | None
+    stop_reason: StopReason | None = None
+    message: str | None = None
+
+    @property
+    def finished(self) -> int:
+        """Trials with a final state."""
+        return sum(n for state, n in self.counts.items() if state.is_finished())

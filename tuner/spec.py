@@ -1,0 +1,627 @@
+"""The study spec: pydantic models, the YAML loader, and errors that point into the file.
+
+The YAML form and the Python form build the same :class:`StudySpec`::
+
+    spec = StudySpec(
+        name="digits-svm",
+        objective={"metric": "val_accuracy", "direction": "maximize"},
+        space={"C": Float(1e-3, 1e3, log=True), "kernel": Categorical(["rbf", "poly"])},
+        strategy={"type": "bayesian", "engine": "tpe", "seed": 42},
+        budget={"max_trials": 30, "max_concurrent": 2},
+        trial={"function": "examples.quickstart.train:train_svm"},
+    )
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import importlib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from tuner.backend import (
+    BackendConfig,
+    FunctionEntry,
+    Resources,
+    UnknownBackendError,
+    available_backends,
+    backend_class,
+)
+from tuner.space import Categorical, Float, Param, Space, SpaceError
+
+RESERVED_PREFIX = "tuner."
+"""Metric and attribute keys the framework writes; user metrics may not start with it."""
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+# --- durations -------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s|ms)", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value``: a number of seconds or a string such as ``90s``, ``10m``, ``1h30m``.
+
+    Raises:
+        ValueError: for anything else, or a duration that is not positive.
+    """
+    hint = "use a number of seconds or a string such as 90s, 10m, 1h30m or 2d"
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; {hint}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = list(_DURATION_PART.finditer(text))
+        if not parts or "".join(p.group(0) for p in parts) != text:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a duration; {hint}") from None
+        else:
+            seconds = sum(float(p.group(1)) * _UNIT_SECONDS[p.group(2).lower()] for p in parts)
+    else:
+        raise ValueError(f"{value!r} is not a duration; {hint}")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be positive and finite, but got {value!r}; {hint}")
+    return seconds
+
+
+Duration: TypeAlias = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?\s*(d|h|m|s|ms)\s*)+$"},
+            ],
+            "description": "Seconds, or a string such as 90s, 10m, 1h30m.",
+        }
+    ),
+]
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Direction(enum.Enum):
+    """Whether the objective metric should go up or down."""
+
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class Objective(_Section):
+    """The metric the study optimises."""
+
+    metric: str = Field(min_length=1, description="Name of the metric the trial reports.")
+    direction: Direction = Direction.MINIMIZE
+
+    @field_validator("metric")
+    @classmethod
+    def _not_reserved(cls, metric: str) -> str:
+        if metric.startswith(RESERVED_PREFIX):
+            raise ValueError(
+                f"metric names starting with `{RESERVED_PREFIX}` are reserved for tuner; "
+                "rename the metric"
+            )
+        return metric
+
+
+class RandomStrategy(_Section):
+    """Independent uniform (or log-uniform) samples."""
+
+    type: Literal["random"] = "random"
+    seed: int | None = None
+
+
+class GridStrategy(_Section):
+    """Every configuration once; the study ends when the grid is exhausted."""
+
+    type: Literal["grid"] = "grid"
+    seed: int | None = Field(None, description="With `shuffle`, the order's seed.")
+    shuffle: bool = Field(False, description="Try the grid in a random order.")
+
+
+class BayesianStrategy(_Section):
+    """Model-based search. ``engine`` defaults to ``gp`` when torch is installed, else ``skopt``."""
+
+    type: Literal["bayesian"] = "bayesian"
+    engine: Literal["gp", "skopt", "tpe"] | None = None
+    seed: int | None = None
+    n_startup_trials: PositiveInt | None = Field(
+        None, description="Random trials before the model takes over (engine default if unset)."
+    )
+
+
+Strategy: TypeAlias = Annotated[
+    RandomStrategy | GridStrategy | BayesianStrategy, Field(discriminator="type")
+]
+
+
+class Budget(_Section):
+    """When the study stops. Counts include the trials of earlier runs of the same study."""
+
+    max_trials: PositiveInt | None = Field(None, description="Finished trials (any state).")
+    max_concurrent: PositiveInt = Field(1, description="Trials running at once.")
+    max_time: Duration | None = Field(None, description="Wall time of one `tuner run`.")
+    max_failures: PositiveInt = Field(10, description="Failed trials before the study stops.")
+
+
+class ResourcesSpec(_Section):
+    """What one trial needs."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+    def to_resources(self) -> Resources:
+        """The backend-facing record."""
+        return Resources(cpus=self.cpus, gpus=self.gpus)
+
+
+class TrialConfig(_Section):
+    """What a trial runs: ``function`` is ``module:function(params) -> float | dict``."""
+
+    function: Annotated[
+        str | Callable[..., Any],
+        WithJsonSchema({"type": "string", "pattern": r"^[\w.]+:[\w.]+$"}),
+    ]
+    resources: ResourcesSpec = ResourcesSpec()
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+
+    _entry: FunctionEntry | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _resolve_function(self, info: ValidationInfo) -> TrialConfig:
+        spec_dir = (info.context or {}).get("spec_dir") if info else None
+        self._entry = resolve_function(self.function, spec_dir)
+        return self
+
+    @property
+    def entry(self) -> FunctionEntry:
+        """The resolved function reference the backends run."""
+        assert self._entry is not None
+        return self._entry
+
+
+class MlflowTracking(_Section):
+    """MLflow tracking: a parent run per study, a nested child run per trial."""
+
+    experiment: str | None = Field(None, description="Experiment name; the study name if unset.")
+    tracking_uri: str | None = Field(
+        None, description="Any MLflow tracking URI; MLflow's default (env or ./mlflow.db) if unset."
+    )
+
+
+class Tracking(_Section):
+    """Where results are mirrored. ``mlflow: null`` turns MLflow off."""
+
+    mlflow: MlflowTracking | None = MlflowTracking()
+
+
+class Storage(_Section):
+    """Where the study's state lives."""
+
+    dir: str = Field("tuner-studies", description="Folder that holds one folder per study.")
+    url: str | None = Field(
+        None, description="An optuna storage URL; a journal file in the study's folder if unset."
+    )
+
+
+def _default_backend() -> dict[str, Any]:
+    return {"type": "ray"}
+
+
+class StudySpec(_Section):
+    """A whole study: what to search, how, for how long, where to run and where to record."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Letters, digits, '.', '_', '-'.")
+    objective: Objective
+    space: dict[str, Param]
+    strategy: Strategy = Field(default_factory=lambda: BayesianStrategy())
+    budget: Budget = Budget()
+    trial: TrialConfig
+    backend: Annotated[BackendConfig, WithJsonSchema({"type": "object"})] = Field(
+        default_factory=lambda: _resolve_backend(_default_backend())
+    )
+    tracking: Tracking = Tracking()
+    storage: Storage = Storage()
+
+    _space: Space | None = PrivateAttr(None)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _params_from_python(cls, value: Any) -> Any:
+        if isinstance(value, Space):
+            return dict(value)
+        return value
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_by_name(cls, value: Any) -> Any:
+        return _resolve_backend(value)
+
+    @model_validator(mode="after")
+    def _check_whole(self) -> StudySpec:
+        errors: list[InitErrorDetails] = []
+        try:
+            self._space = Space(self.space)
+        except SpaceError as exc:
+            loc: tuple[str, ...] = ("space", exc.param, exc.field) if exc.param else ("space",)
+            errors.append(_error(loc, "space", str(exc)))
+        if isinstance(self.strategy, GridStrategy):
+            for name, param in self.space.items():
+                if isinstance(param, Float) and param.step is None:
+                    errors.append(
+                        _error(
+                            ("space", name, "step"),
+                            "grid_needs_step",
+                            f"the grid strategy needs a `step` for float parameter `{name}`; "
+                            "add one, or use the random or bayesian strategy",
+                        )
+                    )
+        elif self.budget.max_trials is None and self.budget.max_time is None:
+            errors.append(
+                _error(
+                    ("budget",),
+                    "budget_unbounded",
+                    "the study would never stop: set `budget.max_trials` or `budget.max_time` "
+                    "(only the grid strategy ends by itself)",
+                )
+            )
+        if errors:
+            raise ValidationError.from_exception_data("StudySpec", errors)
+        return self
+
+    @property
+    def search_space(self) -> Space:
+        """The validated :class:`Space`."""
+        assert self._space is not None
+        return self._space
+
+    def to_yaml(self) -> str:
+        """The spec as YAML (a Python-built trial function is written as its reference)."""
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        data["trial"]["function"] = self.trial.entry.ref
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _error(loc: tuple[str, ...], kind: str, message: str) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)
+
+
+def _resolve_backend(value: Any) -> Any:
+    if isinstance(value, BackendConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"`backend` must be a mapping such as `{{type: ray}}`, got {value!r}")
+    name = value.get("type")
+    if not isinstance(name, str):
+        raise ValueError(
+            "`backend.type` is missing; available backends: "
+            + ", ".join(sorted(available_backends()))
+        )
+    try:
+        config_model = backend_class(name).Config
+    except UnknownBackendError as exc:
+        raise ValueError(str(exc)) from None
+    return config_model.model_validate(dict(value))
+
+
+# --- trial functions -------------------------------------------------------------------------
+
+
+def resolve_function(function: str | Callable[..., Any], spec_dir: str | None) -> FunctionEntry:
+    """Checks that a trial function can be imported and says where it comes from.
+
+    Raises:
+        ValueError: with what to fix, if the reference is malformed or cannot be imported.
+    """
+    search_path = tuple(dict.fromkeys(p for p in (os.getcwd(), spec_dir) if p))
+    if callable(function):
+        module = getattr(function, "__module__", None) or "__main__"
+        qualname = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        return FunctionEntry(f"{module}:{qualname}", search_path, function)
+    if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:[\w.]+", function):
+        raise ValueError(
+            f"{function!r} is not a function reference; write it as `package.module:function`"
+        )
+    module_name, _, attr = function.partition(":")
+    with _on_sys_path(search_path):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f"cannot import module `{module_name}` ({exc}); it is looked up from "
+                f"{', '.join(search_path)}: run tuner from the folder that holds the package, "
+                "or fix the reference"
+            ) from None
+        except Exception as exc:
+            raise ValueError(
+                f"importing `{module_name}` raised {type(exc).__name__}: {exc}"
+            ) from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            members = [n for n, _ in inspect.getmembers(module, callable) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, members, n=1)
+            hint = f" (did you mean `{module_name}:{close[0]}`?)" if close else ""
+            raise ValueError(f"module `{module_name}` has no function `{attr}`{hint}")
+    if not callable(target):
+        raise ValueError(f"`{function}` is not callable")
+    return FunctionEntry(function, search_path)
+
+
+@contextmanager
+def _on_sys_path(paths: tuple[str, ...]) -> Iterator[None]:
+    added = [p for p in paths if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+
+
+# --- loading YAML with locations -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where it is, what is wrong, and how to fix it."""
+
+    path: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}:{self.column}"
+        return f"{where}: {self.field or '(spec)'}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+_Location: TypeAlias = tuple[int, int]
+
+
+class _LocatingLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys and remembers where every node is."""
+
+
+def _walk_nodes(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    keys: dict[tuple[Any, ...], _Location],
+    values: dict[tuple[Any, ...], _Location],
+    issues: list[tuple[tuple[Any, ...], _Location, str]],
+) -> None:
+    values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+            child = (*path, key)
+            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in seen:
+                issues.append((child, where, f"`{key}` is given twice; keep one of them"))
+            seen.add(key)
+            keys[child] = where
+            _walk_nodes(value_node, child, keys, values, issues)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk_nodes(item, (*path, index), keys, values, issues)
+
+
+def load_spec(path: str | os.PathLike[str]) -> StudySpec:
+    """Reads and validates a YAML study spec.
+
+    Raises:
+        SpecError: naming file, line, column and field of every problem, with how to fix it.
+    """
+    spec_path = Path(path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecIssue(str(spec_path), None, None, "", f"cannot read: {exc}")]) from None
+    return load_spec_text(text, str(spec_path), spec_dir=str(spec_path.resolve().parent))
+
+
+def load_spec_text(text: str, source: str = "<spec>", spec_dir: str | None = None) -> StudySpec:
+    """Validates a study spec given as YAML text; see :func:`load_spec`."""
+    loader = _LocatingLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise SpecError(
+            [SpecIssue(source, line, col, "", f"invalid YAML: {problem}; fix the syntax here")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([SpecIssue(source, None, None, "", f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+
+    keys: dict[tuple[Any, ...], _Location] = {}
+    values: dict[tuple[Any, ...], _Location] = {}
+    duplicates: list[tuple[tuple[Any, ...], _Location, str]] = []
+    if node is not None:
+        _walk_nodes(node, (), keys, values, duplicates)
+    if duplicates:
+        raise SpecError(
+            [SpecIssue(source, *where, _dotted(p), msg) for p, where, msg in duplicates]
+        )
+    if data is None:
+        raise SpecError([SpecIssue(source, 1, 1, "", "the spec is empty; see `tuner schema`")])
+    if isinstance(data, dict) and "name" not in data and source != "<spec>":
+        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(source).stem)[:63]
+    try:
+        return StudySpec.model_validate(data, context={"spec_dir": spec_dir})
+    except ValidationError as exc:
+        raise SpecError(_issues_from(exc, data, keys, values, source)) from None
+
+
+def _issues_from(
+    exc: ValidationError,
+    data: Any,
+    keys: dict[tuple[Any, ...], _Location],
+    values: dict[tuple[Any, ...], _Location],
+    source: str,
+) -> list[SpecIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = _data_path(error["loc"], data)
+        if error["type"] == "extra_forbidden":
+            where = keys.get(loc)
+        else:
+            where = values.get(loc) or keys.get(loc)
+        probe = loc
+        while where is None and probe:
+            probe = probe[:-1]
+            where = values.get(probe)
+        line, col = where if where else (None, None)
+        issues.append(SpecIssue(source, line, col, _dotted(loc), _explain(error, loc)))
+    return issues
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Drops the parts of a pydantic location that are not in the data (union tags)."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, Mapping) and node.get("type") == part:
+            continue  # the discriminator's tag
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+_KNOWN_FIELDS = sorted(
+    {
+        name
+        for model in (
+            StudySpec, Objective, RandomStrategy, GridStrategy, BayesianStrategy, Budget,
+            TrialConfig, ResourcesSpec, Tracking, MlflowTracking, Storage, Float, Categorical,
+        )
+        for name in model.model_fields
+    }
+)
+
+
+def _explain(error: Any, loc: tuple[Any, ...]) -> str:
+    kind = error["type"]
+    field = str(loc[-1]) if loc else "spec"
+    message = str(error["msg"])
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(field, _KNOWN_FIELDS, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else "remove it (see `tuner schema`)"
+        return f"unknown key `{field}`; {hint}"
+    if kind == "missing":
+        return f"`{field}` is required here; add it"
+    if kind in ("union_tag_not_found",):
+        return f"{message}; add `type:` (for example `type: float`)"
+    if kind in ("union_tag_invalid", "literal_error", "enum"):
+        return f"{message}, got {error.get('input')!r}"
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    if kind == "assertion_error":
+        return message.removeprefix("Assertion failed, ")
+    if kind == "string_pattern_mismatch" and field == "name":
+        return (
+            f"{error.get('input')!r} is not a valid study name; use up to 63 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    if "input" in error and not isinstance(error["input"], dict | list):
+        return f"{message}, got {error['input']!r}"
+    return message
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec, with every installed backend's options."""
+    schema = StudySpec.model_json_schema()
+    backends = []
+    for name in sorted(available_backends()):
+        try:
+            config_model = backend_class(name).Config
+        except Exception:  # a broken third-party plug-in must not hide the others
+            continue
+        sub = config_model.model_json_schema()
+        schema.setdefault("$defs", {}).update(sub.pop("$defs", {}))
+        backends.append(sub)
+    if backends:
+        schema["properties"]["backend"] = {"oneOf": backends}
+    return schema
+
+
+__all__ = [
+    "BayesianStrategy",
+    "Budget",
+    "Categorical",
+    "Direction",
+    "GridStrategy",
+    "Objective",
+    "RandomStrategy",
+    "SpecError",
+    "SpecIssue",
+    "StudySpec",
+    "load_spec",
+    "load_spec_text",
+    "parse_duration",
+    "spec_json_schema",
+]

@@ -1,0 +1,166 @@
+"""Study state in an optuna storage: a journal file in the study's folder unless a URL is given.
+
+The storage holds the truth for every trial (parameters, state, intermediate values, result,
+backend handle and MLflow run id as user attributes), so ``optuna-dashboard`` and
+``optuna.visualization`` work on every tuner study as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.records import Attr, StudySummary, TrialRecord, TrialState
+from tuner.spec import Direction, SpecError, StudySpec, load_spec
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+
+SPEC_FILE = "spec.yaml"
+JOURNAL_FILE = "journal.log"
+
+
+class StudyNotFoundError(LookupError):
+    """No study matches what was asked for."""
+
+
+class StudyExistsError(RuntimeError):
+    """``tuner run`` on a study that already has trials."""
+
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """Where a study's files live."""
+
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        """The spec the study runs with, as last started."""
+        return self.root / SPEC_FILE
+
+    @property
+    def journal(self) -> Path:
+        """The default optuna journal."""
+        return self.root / JOURNAL_FILE
+
+
+def location(spec: StudySpec) -> StudyLocation:
+    """The folder of ``spec``'s study."""
+    return StudyLocation(Path(spec.storage.dir) / spec.name)
+
+
+def open_storage(spec: StudySpec) -> BaseStorage:
+    """The optuna storage of ``spec``'s study (created if need be)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if spec.storage.url:
+        return optuna.storages.get_storage(spec.storage.url)
+    where = location(spec)
+    where.root.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(where.journal)))
+
+
+def open_study(
+    spec: StudySpec, sampler: BaseSampler | None = None, storage: BaseStorage | None = None
+) -> optuna.Study:
+    """The optuna study for ``spec``, created or loaded, with ``sampler`` attached."""
+    import optuna
+
+    direction = "maximize" if spec.objective.direction is Direction.MAXIMIZE else "minimize"
+    return optuna.create_study(
+        study_name=spec.name,
+        storage=storage if storage is not None else open_storage(spec),
+        sampler=sampler,
+        direction=direction,
+        load_if_exists=True,
+    )
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of ``study``, in order."""
+    return [TrialRecord.from_optuna(t) for t in study.get_trials(deepcopy=False)]
+
+
+def summarise(spec: StudySpec, trials: Iterable[TrialRecord]) -> StudySummary:
+    """Counts per state and the best completed trial."""
+    counts = dict.fromkeys(TrialState, 0)
+    best: TrialRecord | None = None
+    maximize = spec.objective.direction is Direction.MAXIMIZE
+    for record in trials:
+        counts[record.state] += 1
+        if record.state is TrialState.COMPLETE and record.value is not None and (
+            best is None
+            or best.value is None
+            or (record.value > best.value if maximize else record.value < best.value)
+        ):
+            best = record
+    return StudySummary(
+        name=spec.name,
+        metric=spec.objective.metric,
+        direction=spec.objective.direction.value,
+        counts=counts,
+        best=best,
+    )
+
+
+def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:
+    """The spec of a study named by its spec file, its folder or its name.
+
+    Raises:
+        StudyNotFoundError: if nothing matches ``ref``.
+        SpecError: if the matching spec is invalid.
+    """
+    path = Path(ref)
+    candidates: list[Path] = []
+    if path.is_file():
+        candidates.append(path)
+    if path.is_dir():
+        candidates.append(path / SPEC_FILE)
+    candidates.append(Path(studies_dir) / ref / SPEC_FILE)
+    for candidate in candidates:
+        if candidate.is_file():
+            spec = load_spec(candidate)
+            if candidate.name == SPEC_FILE or location(spec).spec.is_file():
+                return spec
+            raise StudyNotFoundError(
+                f"study `{spec.name}` has not been run yet (no {location(spec).spec}); "
+                f"start it with `tuner run {ref}`"
+            )
+    raise StudyNotFoundError(
+        f"no study {ref!r}: not a spec file, a study folder, or a study in {studies_dir}/"
+    )
+
+
+def save_spec(spec: StudySpec) -> None:
+    """Keeps the spec a study runs with in its folder, for ``resume``, ``status`` and ``best``."""
+    where = location(spec)
+    where.root.mkdir(parents=True, exist_ok=True)
+    where.spec.write_text(spec.to_yaml(), encoding="utf-8")
+
+
+def dumps(value: Any) -> str:
+    """JSON for a user attribute."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+__all__ = [
+    "Attr",
+    "SpecError",
+    "StudyExistsError",
+    "StudyLocation",
+    "StudyNotFoundError",
+    "find_spec",
+    "location",
+    "open_storage",
+    "open_study",
+    "records",
+    "save_spec",
+    "summarise",
+]

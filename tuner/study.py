@@ -1,0 +1,497 @@
+"""The study loop: ask -> submit -> poll -> report -> tell -> track.
+
+Only this loop changes a study's state. The backend, the listeners (MLflow, the progress
+display), the storage and the clock are injected, so the whole loop runs in milliseconds in
+tests against an in-process backend.
+
+Example:
+    >>> from tuner import Study, load_spec
+    >>> summary = Study(load_spec("examples/quickstart/study.yaml")).run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tuner.backend import Backend, BackendContext, TrialHandle, TrialSpec, TrialStatus, create_backend
+from tuner.records import Attr, StopReason, StudySummary, TrialRecord, TrialState
+from tuner.spec import Direction, StudySpec
+from tuner.store import (
+    StudyExistsError,
+    location,
+    open_storage,
+    open_study,
+    save_spec,
+)
+from tuner.strategies import PendingAwareSampler, make_sampler
+from tuner.tracking import MlflowTracker, StudyListener, StudyStart
+from tuner.trial_runner import TRACEBACK_LIMIT, objective_problem
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+
+_log = logging.getLogger("tuner")
+
+_HARD_STOPS = (StopReason.INTERRUPTED, StopReason.MAX_TIME, StopReason.MAX_FAILURES)
+"""Stops that cancel running trials; the others let them finish."""
+
+_DEFAULT = object()
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    record: TrialRecord
+    handle: TrialHandle
+    last_step: int = -1
+
+
+@dataclass
+class _Tally:
+    """Counts and the best trial, kept as trials finish (no storage scans on the hot path)."""
+
+    maximize: bool
+    counts: dict[TrialState, int] = field(default_factory=lambda: dict.fromkeys(TrialState, 0))
+    best: TrialRecord | None = None
+
+    def add(self, record: TrialRecord) -> bool:
+        """Counts ``record``; returns whether it is the new best."""
+        self.counts[record.state] += 1
+        if record.state is not TrialState.COMPLETE or record.value is None:
+            return False
+        if self.best is None or self.best.value is None or (
+            record.value > self.best.value if self.maximize else record.value < self.best.value
+        ):
+            self.best = record
+            return True
+        return False
+
+    @property
+    def finished(self) -> int:
+        return sum(n for s, n in self.counts.items() if s.is_finished())
+
+
+class Study:
+    """Runs a study spec to the end of its budget.
+
+    Args:
+        spec: the validated study spec.
+        backend: where trials run; built from ``spec.backend`` if not given (and then closed
+            at the end; a backend passed in is left open for its owner).
+        listeners: receive the study's events (the CLI passes its progress display).
+        tracker: the MLflow mirror; built from ``spec.tracking`` unless given (``None``: off).
+        storage: an optuna storage; the spec's (journal file by default) unless given.
+        clock: seconds, monotonic; for the time budget.
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        *,
+        backend: Backend | None = None,
+        listeners: Sequence[StudyListener] = (),
+        tracker: Any = _DEFAULT,
+        storage: BaseStorage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.spec = spec
+        self._backend = backend
+        self._extra_listeners = list(listeners)
+        self._tracker = tracker
+        self._storage = storage
+        self._clock = clock
+        self.summary: StudySummary | None = None
+        self.engine: str | None = None
+
+    # --- public --------------------------------------------------------------------------
+
+    def run(self, *, resume: bool = False) -> StudySummary:
+        """Runs trials until the budget ends or the space is exhausted.
+
+        Args:
+            resume: continue a study that already has trials; trials an earlier run left
+                running are reattached where the backend can, else queued again.
+
+        Returns:
+            The final summary; ``stop_reason`` says why it stopped.
+
+        Raises:
+            StudyExistsError: without ``resume``, if the study already has trials.
+            KeyboardInterrupt: after cancelling running trials and closing the study.
+        """
+        spec = self.spec
+        storage = self._storage if self._storage is not None else open_storage(spec)
+        prior = _existing_trials(storage, spec.name)
+        if prior and not resume:
+            raise StudyExistsError(
+                f"study `{spec.name}` already has {prior} trials in {_where(spec)}; continue "
+                f"it with `tuner resume {spec.name}`, or give the spec a new `name`"
+            )
+        probe = open_study(spec, None, storage)
+        seed = probe.user_attrs.get(Attr.SEED)
+        if seed is None:
+            seed = spec.strategy.seed if spec.strategy.seed is not None else secrets.randbits(31)
+            probe.set_user_attr(Attr.SEED, seed)
+        sampler = make_sampler(spec.strategy, spec.search_space, _run_seed(seed, prior))
+        self.engine = sampler.engine
+        study = open_study(spec, sampler, storage)
+        study.set_user_attr(Attr.ENGINE, sampler.engine)
+        if self._storage is None and not spec.storage.url:
+            save_spec(spec)
+
+        owns_backend = self._backend is None
+        backend = self._backend or create_backend(
+            spec.backend,
+            BackendContext(spec.name, location(spec).root, spec.budget.max_concurrent),
+        )
+        listeners = self._make_listeners(study)
+        loop = _Loop(self, study, sampler, backend, listeners)
+        try:
+            loop.start(seed=seed, resumed=resume and prior > 0)
+            loop.run()
+        except KeyboardInterrupt:
+            loop.stop_reason = StopReason.INTERRUPTED
+            raise
+        finally:
+            try:
+                self.summary = loop.finish()
+            finally:
+                for listener in listeners:
+                    _safely(listener.close)
+                if owns_backend:
+                    backend.close()
+        return self.summary
+
+    # --- wiring --------------------------------------------------------------------------
+
+    def _make_listeners(self, study: optuna.Study) -> list[StudyListener]:
+        tracker = self._tracker
+        if tracker is _DEFAULT:
+            config = self.spec.tracking.mlflow
+            tracker = None
+            if config is not None:
+                tracker = MlflowTracker(config, keep_run_id=_run_id_keeper(study))
+                study.set_user_attr(Attr.TRACKING_URI, tracker.tracking_uri)
+        return [*([tracker] if tracker is not None else []), *self._extra_listeners]
+
+
+def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
+    storage = study._storage  # noqa: SLF001 - optuna's public Study has no id-level setters
+    trial_ids: dict[int, int] = {}
+
+    def keep(number: int | None, run_id: str) -> None:
+        if number is None:
+            study.set_user_attr(Attr.MLFLOW_PARENT_RUN_ID, run_id)
+            return
+        if number not in trial_ids:
+            trial_ids[number] = storage.get_trial_id_from_study_id_trial_number(
+                study._study_id, number  # noqa: SLF001
+            )
+        storage.set_trial_user_attr(trial_ids[number], Attr.MLFLOW_RUN_ID, run_id)
+
+    return keep
+
+
+class _Loop:
+    """One run of the loop; lives as long as :meth:`Study.run`."""
+
+    def __init__(
+        self,
+        owner: Study,
+        study: optuna.Study,
+        sampler: PendingAwareSampler,
+        backend: Backend,
+        listeners: list[StudyListener],
+    ):
+        self.spec = owner.spec
+        self.clock = owner._clock
+        self.study = study
+        self.sampler = sampler
+        self.backend = backend
+        self.listeners = listeners
+        self.running: dict[int, _Running] = {}
+        self.tally = _Tally(maximize=self.spec.objective.direction is Direction.MAXIMIZE)
+        self.failures = 0
+        self.stop_reason: StopReason | None = None
+        self.message: str | None = None
+        self.started_at = self.clock()
+        self.concurrency = max(1, min(self.spec.budget.max_concurrent, backend.capacity))
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for listener in self.listeners:
+            _safely(getattr(listener, event), *args)
+
+    # --- start: count what is there, pick up what an earlier run left ---------------------
+
+    def start(self, *, seed: int, resumed: bool) -> None:
+        from optuna.trial import TrialState as OptunaState
+
+        known: list[TrialRecord] = []
+        for frozen in self.study.get_trials(deepcopy=False):
+            record = TrialRecord.from_optuna(frozen)
+            if frozen.state == OptunaState.RUNNING:
+                self._recover(frozen, record)
+                continue
+            if record.state.is_finished():
+                self.tally.add(record)
+                if record.state is TrialState.FAILED:
+                    self.failures += 1
+            known.append(record)
+        parent = self.study.user_attrs.get(Attr.MLFLOW_PARENT_RUN_ID)
+        self._emit(
+            "study_started",
+            StudyStart(
+                spec=self.spec,
+                engine=self.sampler.engine,
+                seed=seed,
+                resumed=resumed,
+                trials=tuple(known),
+                mlflow_parent_run_id=parent,
+                backend=self.spec.backend.type,
+            ),
+        )
+
+    def _recover(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> None:
+        handle_json = frozen.user_attrs.get(Attr.HANDLE)
+        if handle_json:
+            handle = TrialHandle.from_json(handle_json)
+            if self.backend.reattach(handle):
+                import optuna
+
+                trial = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
+                self.running[frozen.number] = _Running(trial, record, handle)
+                _log.info("trial %d is still running; following it", frozen.number)
+                return
+        _log.info("trial %d was interrupted; queueing it again", frozen.number)
+        self._requeue(frozen._trial_id, frozen.number, dict(frozen.params))  # noqa: SLF001
+
+    def _requeue(self, trial_id: int, number: int, params: dict[str, Any]) -> None:
+        from optuna.trial import TrialState as OptunaState
+
+        storage = self.study._storage  # noqa: SLF001
+        storage.set_trial_user_attr(trial_id, Attr.CANCELLED, True)
+        storage.set_trial_state_values(trial_id, OptunaState.FAIL)
+        if params:
+            self.study.enqueue_trial(params, skip_if_exists=False)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            reason = self._stop_reason()
+            if reason in _HARD_STOPS:
+                self.stop_reason = reason
+                return
+            if reason is None and self.stop_reason is None:
+                self._fill_slots()
+            if not self.running:
+                final = self.stop_reason or self._stop_reason()
+                if final is not None:
+                    self.stop_reason = final
+                    return
+                continue  # every launch failed at submission; max_failures bounds this
+            self._handle(self.backend.poll(self._poll_timeout()))
+
+    def _poll_timeout(self) -> float:
+        timeout = 0.5
+        max_time = self.spec.budget.max_time
+        if max_time is not None:
+            timeout = min(timeout, max(0.0, self.started_at + max_time - self.clock()))
+        return timeout
+
+    def _stop_reason(self) -> StopReason | None:
+        budget = self.spec.budget
+        if self.failures >= budget.max_failures:
+            self.message = (
+                f"{self.failures} trials failed (budget.max_failures = {budget.max_failures}); "
+                "see the errors with `tuner status`, fix the trial code, then `tuner resume`"
+            )
+            return StopReason.MAX_FAILURES
+        if budget.max_time is not None and self.clock() - self.started_at >= budget.max_time:
+            return StopReason.MAX_TIME
+        if budget.max_trials is not None and (
+            self.tally.finished + len(self.running) >= budget.max_trials
+        ):
+            return StopReason.MAX_TRIALS
+        return None
+
+    def _fill_slots(self) -> None:
+        while len(self.running) < self.concurrency:
+            reason = self._stop_reason()
+            if reason is not None:
+                return
+            if self.sampler.is_exhausted(self.study):
+                self.stop_reason = StopReason.EXHAUSTED
+                return
+            self._launch()
+
+    def _launch(self) -> None:
+        trial = self.study.ask()
+        params = self.spec.search_space.suggest(trial)
+        record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
+        trial_spec = TrialSpec(
+            study=self.spec.name,
+            number=trial.number,
+            params=params,
+            entry=self.spec.trial.entry,
+            objective=self.spec.objective.metric,
+            resources=self.spec.trial.resources.to_resources(),
+            env=dict(self.spec.trial.env),
+        )
+        try:
+            handle = self.backend.submit(trial_spec)
+        except Exception as exc:
+            _log.warning("trial %d could not be submitted: %s", trial.number, exc)
+            running = _Running(trial, record, TrialHandle(self.spec.backend.type, trial.number))
+            self._emit("trial_started", record)
+            self._fail(running, f"submitting to the backend failed: {exc}", None, None)
+            return
+        trial.set_user_attr(Attr.HANDLE, handle.to_json())
+        self.running[trial.number] = _Running(trial, record, handle)
+        self._emit("trial_started", record)
+
+    def _handle(self, updates: list[Any]) -> None:
+        for update in updates:
+            running = self.running.get(update.trial)
+            if running is None:
+                continue
+            if update.status is TrialStatus.RUNNING:
+                self._intermediate(running, update)
+                continue
+            del self.running[update.trial]
+            if update.status is TrialStatus.COMPLETED:
+                self._complete(running, update)
+            elif update.status is TrialStatus.FAILED:
+                self._fail(running, update.error or "failed", update.traceback, update.node)
+            else:
+                self._fail(running, "the trial was cancelled on the backend", None, update.node)
+
+    def _intermediate(self, running: _Running, update: Any) -> None:
+        if not update.metrics or update.step is None:
+            return
+        value = update.metrics.get(self.spec.objective.metric)
+        if value is not None and math.isfinite(value) and update.step > running.last_step:
+            running.trial.report(value, update.step)
+            running.last_step = update.step
+        self._emit("trial_reported", update.trial, update.step, dict(update.metrics))
+
+    def _complete(self, running: _Running, update: Any) -> None:
+        metrics = dict(update.metrics)
+        problem = objective_problem(metrics, self.spec.objective.metric)
+        if problem is not None:
+            self._fail(running, problem, None, update.node, metrics)
+            return
+        value = metrics[self.spec.objective.metric]
+        trial = running.trial
+        trial.set_user_attr(Attr.METRICS, json.dumps(metrics))
+        if update.node:
+            trial.set_user_attr(Attr.NODE, update.node)
+        self.study.tell(trial, value)
+        self._finished(
+            replace(
+                running.record,
+                state=TrialState.COMPLETE,
+                value=value,
+                metrics=metrics,
+                node=update.node,
+                finished=datetime.now(),
+            )
+        )
+
+    def _fail(
+        self,
+        running: _Running,
+        error: str,
+        traceback: str | None,
+        node: str | None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        from optuna.trial import TrialState as OptunaState
+
+        trial = running.trial
+        trial.set_user_attr(Attr.ERROR, error)
+        if traceback:
+            trial.set_user_attr(Attr.TRACEBACK, traceback[-TRACEBACK_LIMIT:])
+        if node:
+            trial.set_user_attr(Attr.NODE, node)
+        if metrics:
+            trial.set_user_attr(Attr.METRICS, json.dumps(metrics))
+        self.study.tell(trial, state=OptunaState.FAIL)
+        self.failures += 1
+        _log.warning("trial %d failed: %s", trial.number, error)
+        self._finished(
+            replace(
+                running.record,
+                state=TrialState.FAILED,
+                error=error,
+                traceback=traceback,
+                node=node,
+                metrics=metrics or {},
+                finished=datetime.now(),
+            )
+        )
+
+    def _finished(self, record: TrialRecord) -> None:
+        self.tally.add(record)
+        self._emit("trial_finished", record)
+        self._emit("study_progress", self._summary())
+
+    def _summary(self) -> StudySummary:
+        counts = dict(self.tally.counts)
+        counts[TrialState.RUNNING] = len(self.running)
+        return StudySummary(
+            name=self.spec.name,
+            metric=self.spec.objective.metric,
+            direction=self.spec.objective.direction.value,
+            counts=counts,
+            best=self.tally.best,
+            stop_reason=self.stop_reason,
+            message=self.message,
+        )
+
+    # --- the end: cancel what runs, queue it again, tell everyone -------------------------
+
+    def finish(self) -> StudySummary:
+        for number, running in list(self.running.items()):
+            _safely(self.backend.cancel, running.handle)
+            trial_id = running.trial._trial_id  # noqa: SLF001
+            self._requeue(trial_id, number, dict(running.record.params))
+            record = replace(running.record, state=TrialState.CANCELLED, finished=datetime.now())
+            self._emit("trial_finished", record)
+            del self.running[number]
+        summary = self._summary()
+        self._emit("study_finished", summary)
+        return summary
+
+
+def _existing_trials(storage: BaseStorage, name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+def _run_seed(seed: int, prior_trials: int) -> int:
+    """The sampler seed for a run: the study's seed, varied on resume so draws do not repeat."""
+    return seed if prior_trials == 0 else (seed + 7919 * prior_trials) % 2**31
+
+
+def _where(spec: StudySpec) -> str:
+    return spec.storage.url or str(location(spec).journal)
+
+
+def _safely(function: Callable[..., Any], *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:  # a listener or a cancel must not take the study down
+        _log.exception("ignored error in %s", getattr(function, "__qualname__", function))

@@ -107,7 +107,7 @@ class RayBackend:
                 num_gpus=None if config.address else config.num_gpus,
                 include_dashboard=False,
                 log_to_driver=False,
-                logging_level=logging.WARNING,
+                logging_level=logging.ERROR,
             )
         self._task = ray.remote(max_retries=0)(_execute)
         self._sink = ray.remote(num_cpus=0)(_ReportSink).remote()
@@ -185,4 +185,3 @@ class RayBackend:
             _log.debug("report sink was already gone", exc_info=True)
         if self._owns_cluster:
             ray.shutdown()
-

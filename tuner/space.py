@@ -46,7 +46,9 @@ def _normalise_when(value: Any) -> dict[str, tuple[ChoiceValue, ...]]:
     for parent, values in value.items():
         items = tuple(values) if isinstance(values, list | tuple) else (values,)
         if not items:
-            raise ValueError(f"`when.{parent}` lists no values; give at least one choice of {parent}")
+            raise ValueError(
+                f"`when.{parent}` lists no values; give at least one choice of {parent}"
+            )
         normalised[str(parent)] = items
     return normalised
 
@@ -366,9 +368,13 @@ def to_optuna(param: Float | Int | Categorical) -> BaseDistribution:
     from optuna import distributions
 
     if isinstance(param, Float):
-        return distributions.FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+        return distributions.FloatDistribution(
+            param.low, param.high, log=param.log, step=param.step
+        )
     if isinstance(param, Int):
-        return distributions.IntDistribution(param.low, param.high, log=param.log, step=param.step or 1)
+        return distributions.IntDistribution(
+            param.low, param.high, log=param.log, step=param.step or 1
+        )
     return distributions.CategoricalDistribution(list(param.choices))
 
 
@@ -377,7 +383,9 @@ def from_optuna(distribution: BaseDistribution) -> Float | Int | Categorical:
     from optuna import distributions
 
     if isinstance(distribution, distributions.FloatDistribution):
-        return Float(distribution.low, distribution.high, log=distribution.log, step=distribution.step)
+        return Float(
+            distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
     if isinstance(distribution, distributions.IntDistribution):
         step = None if distribution.step == 1 else distribution.step
         return Int(distribution.low, distribution.high, log=distribution.log, step=step)
@@ -423,4 +431,3 @@ def from_skopt_value(param: Float | Int | Categorical, value: Any) -> Any:
         raw = param.low + int(value) * param.step
         return int(raw) if isinstance(param, Int) else min(float(raw), param.high)
     return int(value) if isinstance(param, Int) else float(value)
-

@@ -21,6 +21,8 @@ import inspect
 import os
 import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -202,10 +204,16 @@ class TrialConfig(_Section):
 
     _entry: FunctionEntry | None = PrivateAttr(None)
 
+    @field_validator("function")
+    @classmethod
+    def _importable(cls, function: Any, info: ValidationInfo) -> Any:
+        resolve_function(function, (info.context or {}).get("spec_dir"))
+        return function
+
     @model_validator(mode="after")
     def _resolve_function(self, info: ValidationInfo) -> TrialConfig:
-        spec_dir = (info.context or {}).get("spec_dir") if info else None
-        self._entry = resolve_function(self.function, spec_dir)
+        # Imports are cached by now: this only records where the function comes from.
+        self._entry = resolve_function(self.function, (info.context or {}).get("spec_dir"))
         return self
 
     @property
@@ -376,8 +384,8 @@ def resolve_function(function: str | Callable[..., Any], spec_dir: str | None) -
         target = getattr(target, part, None)
         if target is None:
             members = [n for n, _ in inspect.getmembers(module, callable) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, members, n=1)
-            hint = f" (did you mean `{module_name}:{close[0]}`?)" if close else ""
+            close = _closest(part, members)
+            hint = f" (did you mean `{module_name}:{close}`?)" if close else ""
             raise ValueError(f"module `{module_name}` has no function `{attr}`{hint}")
     if not callable(target):
         raise ValueError(f"`{function}` is not callable")
@@ -465,14 +473,17 @@ def load_spec(path: str | os.PathLike[str]) -> StudySpec:
     try:
         text = spec_path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError([SpecIssue(str(spec_path), None, None, "", f"cannot read: {exc}")]) from None
+        raise SpecError(
+            [SpecIssue(str(spec_path), None, None, "", f"cannot read: {exc}")]
+        ) from None
     return load_spec_text(text, str(spec_path), spec_dir=str(spec_path.resolve().parent))
 
 
 def load_spec_text(text: str, source: str = "<spec>", spec_dir: str | None = None) -> StudySpec:
     """Validates a study spec given as YAML text; see :func:`load_spec`."""
-    loader = _LocatingLoader(text)
+    loader: _LocatingLoader | None = None
     try:
+        loader = _LocatingLoader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -485,7 +496,8 @@ def load_spec_text(text: str, source: str = "<spec>", spec_dir: str | None = Non
     except yaml.YAMLError as exc:
         raise SpecError([SpecIssue(source, None, None, "", f"invalid YAML: {exc}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
     keys: dict[tuple[Any, ...], _Location] = {}
     values: dict[tuple[Any, ...], _Location] = {}
@@ -525,7 +537,7 @@ def _issues_from(
             probe = probe[:-1]
             where = values.get(probe)
         line, col = where if where else (None, None)
-        issues.append(SpecIssue(source, line, col, _dotted(loc), _explain(error, loc)))
+        issues.append(SpecIssue(source, line, col, _dotted(loc), _explain(error, loc, data)))
     return issues
 
 
@@ -534,10 +546,9 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     path: list[Any] = []
     node = data
     for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_mapping = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_mapping or in_list:
             path.append(part)
             node = node[part]
         elif isinstance(node, Mapping) and node.get("type") == part:
@@ -552,26 +563,69 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-_KNOWN_FIELDS = sorted(
-    {
-        name
-        for model in (
-            StudySpec, Objective, RandomStrategy, GridStrategy, BayesianStrategy, Budget,
-            TrialConfig, ResourcesSpec, Tracking, MlflowTracking, Storage, Float, Categorical,
-        )
-        for name in model.model_fields
-    }
-)
+def _resolve_model(annotation: Any, node: Any) -> Any:
+    """Narrows a field's annotation to the model (or ``dict`` type) that ``node`` is read as."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if _is_model(a)]
+        kind = node.get("type") if isinstance(node, Mapping) else None
+        for model in models:
+            type_field = model.model_fields.get("type")
+            if type_field is not None and type_field.default == kind:
+                return model
+        return models[0] if len(models) == 1 else None
+    if annotation is BackendConfig and isinstance(node, Mapping):
+        try:
+            return backend_class(str(node.get("type"))).Config
+        except Exception:
+            return None
+    return annotation
 
 
-def _explain(error: Any, loc: tuple[Any, ...]) -> str:
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _keys_at(path: tuple[Any, ...], data: Any) -> list[str]:
+    """The keys a mapping at ``path`` may hold, or ``[]`` if that is not known."""
+    target: Any = StudySpec
+    node = data
+    for key in path:
+        target = _resolve_model(target, node)
+        if _is_model(target):
+            field = target.model_fields.get(key)
+            if field is None:
+                return []
+            target = field.annotation
+        elif typing.get_origin(target) is dict:
+            target = typing.get_args(target)[1]
+        else:
+            return []
+        node = node.get(key) if isinstance(node, Mapping) else None
+    target = _resolve_model(target, node)
+    return list(target.model_fields) if _is_model(target) else []
+
+
+def _closest(word: str, options: list[str]) -> str | None:
+    """The likeliest intended option: a transposition first, then the nearest spelling."""
+    for option in options:
+        if sorted(option) == sorted(word):
+            return option
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def _explain(error: Any, loc: tuple[Any, ...], data: Any) -> str:
     kind = error["type"]
     field = str(loc[-1]) if loc else "spec"
     message = str(error["msg"])
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(field, _KNOWN_FIELDS, n=1)
-        hint = f"did you mean `{close[0]}`?" if close else "remove it (see `tuner schema`)"
-        return f"unknown key `{field}`; {hint}"
+        allowed = [k for k in _keys_at(loc[:-1], data) if k != "type"]
+        close = _closest(field, allowed)
+        hint = f"did you mean `{close}`?" if close else "remove it"
+        known = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key `{field}`; {hint}{known}"
     if kind == "missing":
         return f"`{field}` is required here; add it"
     if kind in ("union_tag_not_found",):

@@ -83,6 +83,35 @@ def open_study(
     )
 
 
+def load_study(spec: StudySpec) -> optuna.Study:
+    """The existing optuna study for ``spec`` (for reading).
+
+    Raises:
+        StudyNotFoundError: if the storage has no such study.
+    """
+    import optuna
+
+    storage = open_storage(spec)
+    try:
+        return optuna.load_study(study_name=spec.name, storage=storage, sampler=None)
+    except KeyError:
+        raise StudyNotFoundError(
+            f"study `{spec.name}` has no state in {spec.storage.url or location(spec).journal}"
+        ) from None
+
+
+def delete_study(spec: StudySpec) -> bool:
+    """Deletes the study's state (trials, attributes) if there is any; MLflow runs stay."""
+    import optuna
+
+    storage = open_storage(spec)
+    try:
+        optuna.delete_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        return False
+    return True
+
+
 def records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of ``study``, in order."""
     return [TrialRecord.from_optuna(t) for t in study.get_trials(deepcopy=False)]
@@ -95,10 +124,14 @@ def summarise(spec: StudySpec, trials: Iterable[TrialRecord]) -> StudySummary:
     maximize = spec.objective.direction is Direction.MAXIMIZE
     for record in trials:
         counts[record.state] += 1
-        if record.state is TrialState.COMPLETE and record.value is not None and (
-            best is None
-            or best.value is None
-            or (record.value > best.value if maximize else record.value < best.value)
+        if (
+            record.state is TrialState.COMPLETE
+            and record.value is not None
+            and (
+                best is None
+                or best.value is None
+                or (record.value > best.value if maximize else record.value < best.value)
+            )
         ):
             best = record
     return StudySummary(
@@ -156,7 +189,9 @@ __all__ = [
     "StudyExistsError",
     "StudyLocation",
     "StudyNotFoundError",
+    "delete_study",
     "find_spec",
+    "load_study",
     "location",
     "open_storage",
     "open_study",

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tuner.backend import Backend, BackendContext, TrialHandle, TrialSpec, TrialStatus, create_backend
+from tuner.backend import (
+    Backend,
+    BackendContext,
+    TrialHandle,
+    TrialSpec,
+    TrialStatus,
+    create_backend,
+)
 from tuner.records import Attr, StopReason, StudySummary, TrialRecord, TrialState
 from tuner.spec import Direction, StudySpec
 from tuner.store import (
@@ -68,8 +75,10 @@ class _Tally:
         self.counts[record.state] += 1
         if record.state is not TrialState.COMPLETE or record.value is None:
             return False
-        if self.best is None or self.best.value is None or (
-            record.value > self.best.value if self.maximize else record.value < self.best.value
+        if (
+            self.best is None
+            or self.best.value is None
+            or (record.value > self.best.value if self.maximize else record.value < self.best.value)
         ):
             self.best = record
             return True
@@ -108,9 +117,10 @@ class Study:
         self._extra_listeners = list(listeners)
         self._tracker = tracker
         self._storage = storage
-        self._clock = clock
+        self.clock = clock
         self.summary: StudySummary | None = None
         self.engine: str | None = None
+        self.tracking_uri: str | None = None
 
     # --- public --------------------------------------------------------------------------
 
@@ -180,7 +190,9 @@ class Study:
             tracker = None
             if config is not None:
                 tracker = MlflowTracker(config, keep_run_id=_run_id_keeper(study))
-                study.set_user_attr(Attr.TRACKING_URI, tracker.tracking_uri)
+        self.tracking_uri = getattr(tracker, "tracking_uri", None)
+        if self.tracking_uri:
+            study.set_user_attr(Attr.TRACKING_URI, self.tracking_uri)
         return [*([tracker] if tracker is not None else []), *self._extra_listeners]
 
 
@@ -194,7 +206,8 @@ def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
             return
         if number not in trial_ids:
             trial_ids[number] = storage.get_trial_id_from_study_id_trial_number(
-                study._study_id, number  # noqa: SLF001
+                study._study_id,  # noqa: SLF001
+                number,
             )
         storage.set_trial_user_attr(trial_ids[number], Attr.MLFLOW_RUN_ID, run_id)
 
@@ -213,7 +226,7 @@ class _Loop:
         listeners: list[StudyListener],
     ):
         self.spec = owner.spec
-        self.clock = owner._clock
+        self.clock = owner.clock
         self.study = study
         self.sampler = sampler
         self.backend = backend
@@ -427,7 +440,7 @@ class _Loop:
             trial.set_user_attr(Attr.METRICS, json.dumps(metrics))
         self.study.tell(trial, state=OptunaState.FAIL)
         self.failures += 1
-        _log.warning("trial %d failed: %s", trial.number, error)
+        _log.info("trial %d failed: %s", trial.number, error)
         self._finished(
             replace(
                 running.record,

@@ -349,7 +349,9 @@ class MlflowTracker(NullListener):
             if state.parent_run_id is None:
                 return
             reason = summary.stop_reason
-            self._client.set_tag(state.parent_run_id, "tuner.stop_reason", str(reason and reason.value))
+            self._client.set_tag(
+                state.parent_run_id, "tuner.stop_reason", str(reason and reason.value)
+            )
             status = "KILLED" if reason is StopReason.INTERRUPTED else "FINISHED"
             self._client.set_terminated(state.parent_run_id, status)
 
@@ -357,7 +359,7 @@ class MlflowTracker(NullListener):
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri``, or MLflow's default (``MLFLOW_TRACKING_URI``, else ``./mlflow.db``), made absolute."""
+    """``uri``, or MLflow's default (``MLFLOW_TRACKING_URI``, else ``./mlflow.db``), absolute."""
     import mlflow
 
     return uri or mlflow.get_tracking_uri()

@@ -1,0 +1,42 @@
+# `make demo` and `make test` set up everything they need in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch for optuna's GP engine: pin the CPU build, which this machine keeps on disk. A looser
+# requirement (or a bare `torch` pulled in by the `gp` extra) would fetch a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+EXTRAS := dev,gp,plots,sagemaker
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tuner run examples/quickstart/study.yaml --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) tuner-studies mlflow.db .pytest_cache .mypy_cache .ruff_cache .hypothesis

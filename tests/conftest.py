@@ -1,0 +1,95 @@
+"""Shared fixtures: the in-process backend's registration, one embedded Ray cluster, MLflow."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def _register_inprocess_backend() -> None:
+    """Registers tests/inprocess.py as the `inprocess` backend through a real entry point."""
+    site = Path(tempfile.mkdtemp(prefix="tuner-test-plugins-"))
+    dist = site / "tuner_test_backends-0.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tuner-test-backends\nVersion: 0.0.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[tuner.backends]\ninprocess = inprocess:InProcessBackend\n"
+    )
+    sys.path.append(str(site))
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+
+
+_register_inprocess_backend()
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in its own folder (study state, mlflow.db), importing from the repo."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    return tmp_path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path) -> str:
+    """A fresh MLflow sqlite store."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_spec(tmp_path: Path) -> Callable[..., Any]:
+    """Builds a StudySpec from keyword sections, with test-friendly defaults."""
+    from tuner.spec import StudySpec
+
+    def make(**sections: Any) -> StudySpec:
+        data: dict[str, Any] = {
+            "name": "test-study",
+            "objective": {"metric": "loss", "direction": "minimize"},
+            "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}},
+            "strategy": {"type": "random", "seed": 7},
+            "budget": {"max_trials": 6, "max_concurrent": 2},
+            "trial": {"function": "examples.functions:quadratic"},
+            "backend": {"type": "inprocess"},
+            "tracking": {"mlflow": None},
+            "storage": {"dir": str(tmp_path / "studies")},
+        }
+        data.update(sections)
+        return StudySpec.model_validate(data, context={"spec_dir": str(ROOT)})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One embedded Ray cluster for the whole session (ray.init takes seconds on 2 cores)."""
+    import logging
+
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}},
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

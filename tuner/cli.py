@@ -1,0 +1,332 @@
+"""The ``tuner`` command: run, resume, validate, status, best, schema.
+
+Exit codes: 0 done, 1 the study stopped on an error (failures, a backend), 2 a bad spec or
+study reference, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
+from tuner.spec import SpecError, StudySpec, load_spec
+
+app = typer.Typer(
+    name="tuner",
+    help="Hyperparameter tuning: optuna strategies on Ray or SageMaker, tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+SpecArg = Annotated[Path, typer.Argument(help="The study spec (YAML).", show_default=False)]
+StudyArg = Annotated[
+    str,
+    typer.Argument(help="The study: its spec file, its folder, or its name.", show_default=False),
+]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path) -> StudySpec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        count = len(exc.issues)
+        err.print(f"[bold red]{path}: {count} problem{'s' * (count != 1)} in the spec[/]")
+        for issue in exc.issues:
+            err.print(f"  {issue}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _find(study: str) -> StudySpec:
+    from tuner.store import StudyNotFoundError, find_spec
+
+    try:
+        return find_spec(study)
+    except SpecError as exc:
+        _fail(f"the study's spec is invalid:\n{exc}")
+    except StudyNotFoundError as exc:
+        _fail(str(exc))
+
+
+def _load_study(spec: StudySpec) -> Any:
+    from tuner.store import StudyNotFoundError, load_study
+
+    try:
+        return load_study(spec)
+    except StudyNotFoundError as exc:
+        _fail(str(exc))
+
+
+def _with_budget(spec: StudySpec, **overrides: Any) -> StudySpec:
+    from pydantic import ValidationError
+
+    from tuner.spec import Budget
+
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if not changes:
+        return spec
+    try:
+        budget = Budget.model_validate({**spec.budget.model_dump(), **changes})
+    except ValidationError as exc:
+        _fail(f"bad budget override: {exc.errors(include_url=False)[0]['msg']}")
+    return spec.model_copy(update={"budget": budget})
+
+
+@app.callback()
+def _setup() -> None:
+    """Quiets library chatter (optuna's and MLflow's INFO lines) for the whole command."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(
+    spec_path: SpecArg,
+    max_trials: Annotated[int | None, typer.Option(help="Override budget.max_trials.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Override budget.max_concurrent.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show the plan; run nothing.")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Delete the study's earlier trials first (MLflow runs stay)."
+        ),
+    ] = False,
+) -> None:
+    """Run a study from its spec."""
+    spec = _with_budget(_load(spec_path), max_trials=max_trials, max_concurrent=max_concurrent)
+    if dry_run:
+        _show_plan(spec)
+        return
+    if overwrite:
+        from tuner.store import delete_study
+
+        if delete_study(spec):
+            console.print(f"deleted the earlier trials of study [bold]{spec.name}[/]")
+    _run_study(spec, resume=False)
+
+
+@app.command()
+def resume(
+    study: StudyArg,
+    max_trials: Annotated[int | None, typer.Option(help="Override budget.max_trials.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Override budget.max_concurrent.")
+    ] = None,
+) -> None:
+    """Continue a study: completed trials are kept, interrupted ones run again."""
+    spec = _with_budget(_find(study), max_trials=max_trials, max_concurrent=max_concurrent)
+    _run_study(spec, resume=True)
+
+
+@app.command()
+def validate(spec_path: SpecArg) -> None:
+    """Check a spec and say what is wrong with it, where, and how to fix it."""
+    spec = _load(spec_path)
+    console.print(f"[green]ok[/]: {spec_path} defines study [bold]{spec.name}[/]", highlight=False)
+
+
+@app.command()
+def status(study: StudyArg) -> None:
+    """Show a study's progress: counts per state, the best trial, recent failures."""
+    from tuner.store import records, summarise
+
+    spec = _find(study)
+    trials = records(_load_study(spec))
+    summary = summarise(spec, trials)
+    _print_counts(summary)
+    if summary.best is not None:
+        console.print(_trials_table(spec, [summary.best], title="Best trial"))
+    failed = [t for t in trials if t.state is TrialState.FAILED][-5:]
+    if failed:
+        table = Table(title="Recent failures")
+        table.add_column("trial", justify="right")
+        table.add_column("error", overflow="fold")
+        for record in failed:
+            table.add_row(str(record.number), record.error or "")
+        console.print(table)
+
+
+@app.command()
+def best(
+    study: StudyArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the best trial of a study."""
+    from tuner.store import records, summarise
+
+    spec = _find(study)
+    summary = summarise(spec, records(_load_study(spec)))
+    if summary.best is None:
+        _fail(f"study `{spec.name}` has no completed trial yet", EXIT_ERROR)
+    record = summary.best
+    if as_json:
+        payload = {
+            "study": spec.name,
+            "trial": record.number,
+            "metric": spec.objective.metric,
+            "direction": spec.objective.direction.value,
+            "value": record.value,
+            "params": dict(record.params),
+            "metrics": dict(record.metrics),
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    console.print(_trials_table(spec, [record], title=f"Best trial of {spec.name}"))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the study spec (for editor completion)."""
+    from tuner.spec import spec_json_schema
+
+    sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def _run_study(spec: StudySpec, *, resume: bool) -> None:
+    from tuner.progress import ProgressDisplay
+    from tuner.store import StudyExistsError
+    from tuner.study import Study
+
+    display = ProgressDisplay(console)
+    study = Study(spec, listeners=[display])
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        study.run(resume=resume)
+    except StudyExistsError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        display.close()
+        err.print(
+            f"[yellow]interrupted[/]: running trials were cancelled and queued again; "
+            f"continue with `tuner resume {spec.name}`"
+        )
+        if study.summary is not None:
+            _print_results(spec, study.summary, study.tracking_uri)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:
+        from tuner.backend import MissingExtraError
+
+        if isinstance(exc, MissingExtraError | SpecError):
+            _fail(str(exc))
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert study.summary is not None
+    _print_results(spec, study.summary, study.tracking_uri)
+    if study.summary.stop_reason is StopReason.MAX_FAILURES:
+        _fail(study.summary.message or "too many trials failed", EXIT_ERROR)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_results(spec: StudySpec, summary: StudySummary, tracking_uri: str | None) -> None:
+    from tuner.store import load_study, location, records
+
+    _print_counts(summary)
+    trials = [t for t in records(load_study(spec)) if t.state is TrialState.COMPLETE]
+    maximize = spec.objective.direction.value == "maximize"
+    trials.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
+    if trials:
+        console.print(_trials_table(spec, trials[:5], title=f"Best trials of {spec.name}"))
+    where = spec.storage.url or location(spec).root
+    console.print(f"Study state: {where}   (tuner status {spec.name} · tuner best {spec.name})")
+    if tracking_uri:
+        console.print(
+            f"Compare the runs in MLflow:  [bold]mlflow ui --backend-store-uri {tracking_uri}[/]",
+            soft_wrap=True,
+        )
+
+
+def _print_counts(summary: StudySummary) -> None:
+    counts = ", ".join(f"{n} {state.value.lower()}" for state, n in summary.counts.items() if n)
+    reason = f" — stopped: {summary.stop_reason.value}" if summary.stop_reason else ""
+    console.print(f"[bold]{summary.name}[/]: {counts or 'no trials'}{reason}", highlight=False)
+
+
+def _trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> Table:
+    names = list(spec.space)
+    table = Table(title=title)
+    table.add_column("trial", justify="right")
+    table.add_column(spec.objective.metric, justify="right", style="bold")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("seconds", justify="right")
+    for record in trials:
+        table.add_row(
+            str(record.number),
+            f"{record.value:.6g}" if record.value is not None else "-",
+            *(_fmt(record.params.get(n, "")) for n in names),
+            f"{record.duration:.1f}" if record.duration is not None else "-",
+        )
+    return table
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _show_plan(spec: StudySpec) -> None:
+    import optuna
+
+    from tuner.store import location
+    from tuner.strategies import make_sampler
+
+    seed = spec.strategy.seed if spec.strategy.seed is not None else 0
+    sampler = make_sampler(spec.strategy, spec.search_space, seed)
+    console.print(f"[bold]{spec.name}[/]: {spec.objective.direction.value} {spec.objective.metric}")
+    console.print(f"strategy: {spec.strategy.type} (engine: {sampler.engine})")
+    console.print(f"budget: {spec.budget.model_dump(exclude_none=True)}")
+    console.print(f"trial: {spec.trial.entry.ref} on backend {spec.backend.type}")
+    console.print(f"state: {spec.storage.url or location(spec).journal}")
+    preview = optuna.create_study(sampler=sampler, direction=spec.objective.direction.value)
+    table = Table(title="First configurations")
+    for name in spec.space:
+        table.add_column(name, justify="right")
+    for _ in range(min(5, spec.budget.max_trials or 5)):
+        trial = preview.ask()
+        params = spec.search_space.suggest(trial)
+        table.add_row(*(_fmt(params.get(n, "")) for n in spec.space))
+    console.print(table)
+    console.print("[green]dry run[/]: nothing was started")
+
+
+def main() -> None:
+    """The console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

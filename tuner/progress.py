@@ -1,0 +1,117 @@
+"""The live progress display of ``tuner run``: a bar, counts, the best so far, a line a trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from tuner.records import StudySummary, TrialRecord, TrialState
+from tuner.tracking import NullListener, StudyStart
+
+_STYLE = {
+    TrialState.COMPLETE: "green",
+    TrialState.FAILED: "red",
+    TrialState.PRUNED: "yellow",
+    TrialState.CANCELLED: "yellow",
+}
+
+
+class ProgressDisplay(NullListener):
+    """Shows a study's progress on a rich console.
+
+    Args:
+        console: where to draw.
+        trial_lines: print one line per finished trial above the bar.
+    """
+
+    def __init__(self, console: Console, *, trial_lines: bool = True):
+        self._console = console
+        self._trial_lines = trial_lines
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._metric = "value"
+        self._running = 0
+
+    def study_started(self, start: StudyStart) -> None:
+        spec = start.spec
+        self._metric = spec.objective.metric
+        verb = "resuming" if start.resumed else "starting"
+        self._console.print(
+            f"[bold]{spec.name}[/]: {verb} — {spec.strategy.type} strategy "
+            f"(engine [bold]{start.engine}[/], seed {start.seed}), "
+            f"{spec.budget.max_concurrent} at a time on {start.backend}",
+            highlight=False,
+        )
+        done = sum(1 for t in start.trials if t.state.is_finished())
+        total = spec.budget.max_trials
+        if total is None and spec.strategy.type == "grid":
+            total = spec.search_space.grid_size()
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self._console,
+        )
+        self._task = self._progress.add_task(
+            "trials", total=total, completed=done, status="starting the backend…"
+        )
+        self._progress.start()
+
+    def trial_started(self, record: TrialRecord) -> None:
+        self._running += 1
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        self._running = max(0, self._running - 1)
+        if self._progress is None or not self._trial_lines:
+            return
+        style = _STYLE.get(record.state, "white")
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in record.params.items())
+        if record.state is TrialState.COMPLETE:
+            outcome = f"{self._metric}={_fmt(record.value)}"
+        elif record.state is TrialState.FAILED:
+            outcome = f"[red]{record.error}[/]"
+        else:
+            outcome = record.state.value.lower()
+        seconds = f" ({record.duration:.1f}s)" if record.duration is not None else ""
+        self._progress.console.print(
+            f"[{style}]#{record.number:<4}[/] {outcome}  [dim]{params}{seconds}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def study_progress(self, summary: StudySummary) -> None:
+        if self._progress is None or self._task is None:
+            return
+        counts = summary.counts
+        status = f"running {self._running} · failed {counts[TrialState.FAILED]}" + (
+            f" · best {self._metric} {_fmt(summary.best.value)} (#{summary.best.number})"
+            if summary.best is not None
+            else ""
+        )
+        self._progress.update(self._task, completed=summary.finished, status=status)
+
+    def study_finished(self, summary: StudySummary) -> None:
+        self.study_progress(summary)
+        self.close()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

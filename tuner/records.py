@@ -23,6 +23,7 @@ class Attr:
     NODE = "tuner.node"
     CANCELLED = "tuner.cancelled"
     MLFLOW_RUN_ID = "tuner.mlflow_run_id"
+    """Study attribute ``tuner.mlflow_run_id.<trial number>``."""
     MLFLOW_PARENT_RUN_ID = "tuner.mlflow_parent_run_id"
     MLFLOW_EXPERIMENT_ID = "tuner.mlflow_experiment_id"
     TRACKING_URI = "tuner.tracking_uri"
@@ -80,8 +81,15 @@ class TrialRecord:
         return None
 
     @classmethod
-    def from_optuna(cls, trial: FrozenTrial) -> TrialRecord:
-        """The record of a trial read back from an optuna storage."""
+    def from_optuna(
+        cls, trial: FrozenTrial, study_attrs: Mapping[str, Any] | None = None
+    ) -> TrialRecord:
+        """The record of a trial read back from an optuna storage.
+
+        Args:
+            trial: the stored trial.
+            study_attrs: the study's user attributes, where MLflow run ids are kept.
+        """
         from optuna.trial import TrialState as OptunaState
 
         attrs = trial.user_attrs
@@ -107,7 +115,7 @@ class TrialRecord:
             node=attrs.get(Attr.NODE),
             started=trial.datetime_start,
             finished=trial.datetime_complete,
-            mlflow_run_id=attrs.get(Attr.MLFLOW_RUN_ID),
+            mlflow_run_id=(study_attrs or {}).get(f"{Attr.MLFLOW_RUN_ID}.{trial.number}"),
         )
 
 

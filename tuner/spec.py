@@ -40,6 +40,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -195,6 +196,11 @@ class ResourcesSpec(_Section):
 class TrialConfig(_Section):
     """What a trial runs: ``function`` is ``module:function(params) -> float | dict``."""
 
+    path: list[str] = Field(
+        default_factory=list,
+        description="Extra folders to import the function from (the working directory and "
+        "the spec's folder always are).",
+    )
     function: Annotated[
         str | Callable[..., Any],
         WithJsonSchema({"type": "string", "pattern": r"^[\w.]+:[\w.]+$"}),
@@ -207,14 +213,18 @@ class TrialConfig(_Section):
     @field_validator("function")
     @classmethod
     def _importable(cls, function: Any, info: ValidationInfo) -> Any:
-        resolve_function(function, (info.context or {}).get("spec_dir"))
+        resolve_function(function, _search_path(info, info.data.get("path", [])))
         return function
 
     @model_validator(mode="after")
     def _resolve_function(self, info: ValidationInfo) -> TrialConfig:
         # Imports are cached by now: this only records where the function comes from.
-        self._entry = resolve_function(self.function, (info.context or {}).get("spec_dir"))
+        self._entry = resolve_function(self.function, _search_path(info, self.path))
         return self
+
+    @field_serializer("function")
+    def _function_as_reference(self, function: Any) -> str:
+        return self.entry.ref if callable(function) else str(function)
 
     @property
     def entry(self) -> FunctionEntry:
@@ -319,9 +329,12 @@ class StudySpec(_Section):
         return self._space
 
     def to_yaml(self) -> str:
-        """The spec as YAML (a Python-built trial function is written as its reference)."""
-        data = self.model_dump(mode="json", exclude_defaults=False)
-        data["trial"]["function"] = self.trial.entry.ref
+        """The spec as YAML, with the folders its trial function was imported from.
+
+        A Python-built trial function is written as its ``module:function`` reference.
+        """
+        data = self.model_dump(mode="json")
+        data["trial"]["path"] = list(self.trial.entry.search_path)
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -350,13 +363,19 @@ def _resolve_backend(value: Any) -> Any:
 # --- trial functions -------------------------------------------------------------------------
 
 
-def resolve_function(function: str | Callable[..., Any], spec_dir: str | None) -> FunctionEntry:
+def _search_path(info: ValidationInfo, extra: list[str]) -> tuple[str, ...]:
+    spec_dir = (info.context or {}).get("spec_dir")
+    return tuple(dict.fromkeys(p for p in (os.getcwd(), spec_dir, *extra) if p))
+
+
+def resolve_function(
+    function: str | Callable[..., Any], search_path: tuple[str, ...]
+) -> FunctionEntry:
     """Checks that a trial function can be imported and says where it comes from.
 
     Raises:
         ValueError: with what to fix, if the reference is malformed or cannot be imported.
     """
-    search_path = tuple(dict.fromkeys(p for p in (os.getcwd(), spec_dir) if p))
     if callable(function):
         module = getattr(function, "__module__", None) or "__main__"
         qualname = getattr(function, "__qualname__", getattr(function, "__name__", "function"))

@@ -197,19 +197,12 @@ class Study:
 
 
 def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
-    storage = study._storage  # noqa: SLF001 - optuna's public Study has no id-level setters
-    trial_ids: dict[int, int] = {}
+    """Stores run ids as study attributes: a trial may finish before its run exists, and
+    optuna refuses attribute writes to finished trials."""
 
     def keep(number: int | None, run_id: str) -> None:
-        if number is None:
-            study.set_user_attr(Attr.MLFLOW_PARENT_RUN_ID, run_id)
-            return
-        if number not in trial_ids:
-            trial_ids[number] = storage.get_trial_id_from_study_id_trial_number(
-                study._study_id,  # noqa: SLF001
-                number,
-            )
-        storage.set_trial_user_attr(trial_ids[number], Attr.MLFLOW_RUN_ID, run_id)
+        key = Attr.MLFLOW_PARENT_RUN_ID if number is None else f"{Attr.MLFLOW_RUN_ID}.{number}"
+        study.set_user_attr(key, run_id)
 
     return keep
 
@@ -249,8 +242,9 @@ class _Loop:
         from optuna.trial import TrialState as OptunaState
 
         known: list[TrialRecord] = []
+        study_attrs = self.study.user_attrs
         for frozen in self.study.get_trials(deepcopy=False):
-            record = TrialRecord.from_optuna(frozen)
+            record = TrialRecord.from_optuna(frozen, study_attrs)
             if frozen.state == OptunaState.RUNNING:
                 self._recover(frozen, record)
                 continue
@@ -259,7 +253,7 @@ class _Loop:
                 if record.state is TrialState.FAILED:
                     self.failures += 1
             known.append(record)
-        parent = self.study.user_attrs.get(Attr.MLFLOW_PARENT_RUN_ID)
+        parent = study_attrs.get(Attr.MLFLOW_PARENT_RUN_ID)
         self._emit(
             "study_started",
             StudyStart(

@@ -170,6 +170,15 @@ class MlflowTracker(NullListener):
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _keep(self, number: int | None, run_id: str) -> None:
+        """Hands a new run id to the study; a failure there must not repeat the MLflow write."""
+        try:
+            self._keep_run_id(number, run_id)
+        except Exception:
+            _log.warning(
+                "could not store MLflow run id %s of trial %s", run_id, number, exc_info=True
+            )
+
     def _submit(self, job: Callable[[], None]) -> None:
         self._queue.put(job)
 
@@ -197,8 +206,6 @@ class MlflowTracker(NullListener):
         common = self._common_tags
 
         def open_parent() -> None:
-            from mlflow.entities import Param
-
             state.run_ids.update(known)
             found = self._client.get_experiment_by_name(experiment)
             if found is None:
@@ -219,7 +226,13 @@ class MlflowTracker(NullListener):
                 },
             )
             state.parent_run_id = run.info.run_id
-            self._keep_run_id(None, state.parent_run_id)
+            self._keep(None, state.parent_run_id)
+
+        def log_study() -> None:
+            from mlflow.entities import Param
+
+            if state.parent_run_id is None or start.mlflow_parent_run_id:
+                return
             params = {
                 "strategy": spec.strategy.type,
                 "engine": start.engine,
@@ -234,14 +247,13 @@ class MlflowTracker(NullListener):
             self._client.log_text(state.parent_run_id, spec.to_yaml(), "spec.yaml")
 
         self._submit(open_parent)
+        self._submit(log_study)
 
     def trial_started(self, record: TrialRecord) -> None:
         state = self._state
         common = self._common_tags
 
         def create_child() -> None:
-            from mlflow.entities import Param
-
             if record.number in state.run_ids or state.experiment_id is None:
                 return
             run = self._client.create_run(
@@ -254,14 +266,19 @@ class MlflowTracker(NullListener):
                     "tuner.state": TrialState.RUNNING.value,
                 },
             )
-            run_id = run.info.run_id
-            state.run_ids[record.number] = run_id
-            self._keep_run_id(record.number, run_id)
-            self._client.log_batch(
-                run_id, params=[Param(k, str(v)) for k, v in record.params.items()]
-            )
+            state.run_ids[record.number] = run.info.run_id
+            self._keep(record.number, run.info.run_id)
+
+        def log_params() -> None:
+            from mlflow.entities import Param
+
+            run_id = state.run_ids.get(record.number)
+            if run_id is not None:
+                params = [Param(k, str(v)) for k, v in record.params.items()]
+                self._client.log_batch(run_id, params=params)
 
         self._submit(create_child)
+        self._submit(log_params)
 
     def trial_reported(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
         state = self._state

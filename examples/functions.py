@@ -44,3 +44,12 @@ def sleepy(params: dict[str, Any]) -> float:
     """Sleeps ``seconds`` (default 0.2), then returns ``x``."""
     time.sleep(params.get("seconds", 0.2))
     return float(params["x"])
+
+
+def gated(params: dict[str, Any]) -> float:
+    """Waits until the file ``params["gate"]`` exists, then returns ``x`` (for resume tests)."""
+    from pathlib import Path
+
+    while not Path(params["gate"]).exists():
+        time.sleep(0.05)
+    return float(params["x"])

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
 
-def _register_inprocess_backend() -> None:
+def _register_inprocess_backend() -> Path:
     """Registers tests/inprocess.py as the `inprocess` backend through a real entry point."""
     site = Path(tempfile.mkdtemp(prefix="tuner-test-plugins-"))
     dist = site / "tuner_test_backends-0.0.0.dist-info"
@@ -33,9 +33,16 @@ def _register_inprocess_backend() -> None:
     sys.path.append(str(site))
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
+    return site
 
 
-_register_inprocess_backend()
+PLUGIN_SITE = _register_inprocess_backend()
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a `tuner` subprocess that sees the test backend and examples."""
+    path = os.pathsep.join([str(ROOT), str(TESTS), str(PLUGIN_SITE)])
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,14 @@
 """An in-process backend for fast loop tests, registered like any third-party backend.
 
-Trials run in threads (real trial code through ``tuner.trial_runner``). The conftest registers
-it in the ``tuner.backends`` entry-point group as ``inprocess``.
+Trials run in daemon threads (real trial code through ``tuner.trial_runner``); a cancelled
+thread is abandoned, as a thread cannot be stopped. The conftest registers the backend in the
+``tuner.backends`` entry-point group as ``inprocess``.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 from tuner.backend import (
@@ -37,10 +37,7 @@ class InProcessBackend:
         self, config: InProcessConfig | None = None, context: BackendContext | None = None
     ):
         self.config = config or InProcessConfig()
-        self._pool = ThreadPoolExecutor(max_workers=self.config.workers)
         self._updates: queue.Queue[TrialUpdate] = queue.Queue()
-        self._futures: dict[int, Future[Any]] = {}
-        self._lock = threading.Lock()
         self.submitted: list[TrialSpec] = []
         self.cancelled: list[int] = []
         self.reattachable: set[int] = set()
@@ -73,7 +70,7 @@ class InProcessBackend:
                 )
             )
 
-        self._futures[trial.number] = self._pool.submit(work)
+        threading.Thread(target=work, name=f"trial-{trial.number}", daemon=True).start()
         return TrialHandle(self.name, trial.number, {"thread": True})
 
     def poll(self, timeout: float) -> list[TrialUpdate]:
@@ -91,11 +88,9 @@ class InProcessBackend:
     def cancel(self, handle: TrialHandle) -> None:
         if handle.trial not in self.cancelled:
             self.cancelled.append(handle.trial)
-            self._futures[handle.trial].cancel()
 
     def reattach(self, handle: TrialHandle) -> bool:
         return handle.trial in self.reattachable
 
     def close(self) -> None:
         self.closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -198,7 +198,8 @@ def backend_class(name: str) -> type[Any]:
         raise UnknownBackendError(
             f"no backend is registered as {name!r}; available backends: {known}"
         )
-    return backends[name].load()  # type: ignore[no-any-return]
+    loaded: type[Any] = backends[name].load()
+    return loaded
 
 
 def create_backend(config: BackendConfig, context: BackendContext) -> Backend:

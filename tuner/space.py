@@ -390,7 +390,7 @@ def from_optuna(distribution: BaseDistribution) -> Float | Int | Categorical:
         step = None if distribution.step == 1 else distribution.step
         return Int(distribution.low, distribution.high, log=distribution.log, step=step)
     if isinstance(distribution, distributions.CategoricalDistribution):
-        return Categorical(list(distribution.choices))
+        return Categorical([c for c in distribution.choices if c is not None])
     raise TypeError(f"unsupported optuna distribution: {distribution!r}")
 
 

@@ -72,8 +72,13 @@ def open_study(
 ) -> optuna.Study:
     """The optuna study for ``spec``, created or loaded, with ``sampler`` attached."""
     import optuna
+    from optuna.study import StudyDirection
 
-    direction = "maximize" if spec.objective.direction is Direction.MAXIMIZE else "minimize"
+    direction = (
+        StudyDirection.MAXIMIZE
+        if spec.objective.direction is Direction.MAXIMIZE
+        else StudyDirection.MINIMIZE
+    )
     return optuna.create_study(
         study_name=spec.name,
         storage=storage if storage is not None else open_storage(spec),

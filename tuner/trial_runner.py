@@ -41,7 +41,8 @@ def load_function(entry: FunctionEntry) -> Callable[[dict[str, Any]], Any]:
     target: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         target = getattr(target, part)
-    return target  # type: ignore[no-any-return]
+    function: Callable[[dict[str, Any]], Any] = target
+    return function
 
 
 def run_function(

@@ -72,8 +72,11 @@ class SkoptSampler(BaseSampler):
             return {}
         names = sorted(search_space)
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
-        xs = [self._point(t.params, names) for t in complete if set(names) <= t.params.keys()]
-        ys = [sign * float(t.value) for t in complete if set(names) <= t.params.keys()]
+        usable = [t for t in complete if t.value is not None and set(names) <= t.params.keys()]
+        if not usable:
+            return {}
+        xs = [self._point(t.params, names) for t in usable]
+        ys = [sign * float(t.value) for t in usable if t.value is not None]
         running = study._get_trials(  # noqa: SLF001
             deepcopy=False, states=(TrialState.RUNNING,), use_cache=False
         )

@@ -1,0 +1,215 @@
+"""The `tuner` command, in process (CliRunner) and as a real process for signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from conftest import subprocess_env
+from tuner.cli import app
+
+runner = CliRunner()
+
+SPEC = textwrap.dedent(
+    """\
+    name: cli-study
+    objective: {metric: loss, direction: minimize}
+    space:
+      x: {type: float, low: -2.0, high: 2.0}
+      y: {type: float, low: -1.0, high: 1.0}
+    strategy: {type: bayesian, engine: tpe, seed: 1}
+    budget: {max_trials: 6, max_concurrent: 2}
+    trial: {function: examples.functions:quadratic}
+    backend: {type: inprocess}
+    tracking: {mlflow: null}
+    """
+)
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_validate_accepts_a_good_spec(spec_file: Path) -> None:
+    code, out = invoke("validate", str(spec_file))
+    assert code == 0
+    assert "cli-study" in out
+
+
+def test_validate_points_at_each_problem_and_exits_2(spec_file: Path) -> None:
+    spec_file.write_text(
+        SPEC.replace("low: -2.0, high: 2.0", "low: 2.0, high: -2.0").replace(
+            "max_trials: 6", "max_trails: 6"
+        )
+    )
+    code, out = invoke("validate", str(spec_file))
+    assert code == 2
+    assert f"{spec_file}:4:" in out
+    assert "space.x: `low < high` must hold" in out
+    assert f"{spec_file}:7:" in out
+    assert "unknown key `max_trails`; did you mean `max_trials`?" in out
+
+
+def test_dry_run_shows_the_plan_and_runs_nothing(spec_file: Path, tmp_path: Path) -> None:
+    code, out = invoke("run", str(spec_file), "--dry-run")
+    assert code == 0
+    assert "engine: tpe" in out
+    assert "First configurations" in out
+    assert not (tmp_path / "tuner-studies").exists()
+
+
+def test_run_then_status_best_and_resume_by_any_name(spec_file: Path, tmp_path: Path) -> None:
+    code, out = invoke("run", str(spec_file))
+    assert code == 0, out
+    assert "engine tpe" in out
+    assert "6 complete" in out
+    assert "stopped: max_trials reached" in out
+
+    for ref in ("cli-study", str(spec_file), str(tmp_path / "tuner-studies" / "cli-study")):
+        code, out = invoke("status", ref)
+        assert code == 0, out
+        assert "6 complete" in out
+
+    code, out = invoke("best", "cli-study", "--json")
+    assert code == 0
+    best = json.loads(out)
+    study = optuna.load_study(
+        study_name="cli-study",
+        storage=optuna.storages.journal.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(
+                str(tmp_path / "tuner-studies/cli-study/journal.log")
+            )
+        ),
+    )
+    assert best["value"] == study.best_value
+    assert best["params"] == study.best_params
+
+    code, out = invoke("run", str(spec_file))
+    assert code == 2
+    assert "tuner resume cli-study" in out
+
+    code, out = invoke("resume", "cli-study", "--max-trials", "9")
+    assert code == 0, out
+    assert "9 complete" in out
+
+    code, out = invoke("run", str(spec_file), "--overwrite", "--max-trials", "2")
+    assert code == 0, out
+    assert "2 complete" in out
+
+
+def test_a_study_that_keeps_failing_exits_1(spec_file: Path) -> None:
+    spec_file.write_text(
+        SPEC.replace("examples.functions:quadratic", "examples.functions:flaky")
+        .replace("low: -2.0, high: 2.0", "low: -2.0, high: -1.0")
+        .replace("max_concurrent: 2}", "max_concurrent: 2, max_failures: 2}")
+    )
+    code, out = invoke("run", str(spec_file))
+    assert code == 1
+    assert "ValueError: x=" in out
+    assert "max_failures = 2" in out
+
+
+def test_unknown_studies_are_a_clear_error() -> None:
+    code, out = invoke("status", "no-such-study")
+    assert code == 2
+    assert "no study 'no-such-study'" in out
+
+
+def test_schema_is_json_schema() -> None:
+    code, out = invoke("schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["title"] == "StudySpec"
+    assert "space" in schema["properties"]
+
+
+def running(journal: Path) -> int:
+    """Trials the study in ``journal`` has running (0 before the journal exists)."""
+    if not journal.exists():
+        return 0
+    storage = optuna.storages.journal.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    try:
+        study = optuna.load_study(study_name="cli-study", storage=storage)
+    except KeyError:
+        return 0
+    return sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+
+
+def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        SPEC.replace("examples.functions:quadratic", "examples.functions:gated")
+        .replace(
+            "y: {type: float, low: -1.0, high: 1.0}",
+            f"gate: {{type: categorical, choices: ['{gate}']}}",
+        )
+        .replace("max_trials: 6", "max_trials: 4")
+    )
+    command = [sys.executable, "-m", "tuner.cli", "run", str(spec)]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    journal = tmp_path / "tuner-studies" / "cli-study" / "journal.log"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None and running(journal) < 2:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, out + err
+    assert "tuner resume cli-study" in err
+
+    storage = optuna.storages.journal.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    interrupted = optuna.load_study(study_name="cli-study", storage=storage)
+    states = [t.state for t in interrupted.trials]
+    assert states.count(optuna.trial.TrialState.WAITING) == 2
+    assert all(s != optuna.trial.TrialState.RUNNING for s in states)
+
+    gate.touch()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "resume", "cli-study"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = optuna.load_study(study_name="cli-study", storage=storage)
+    complete = [t for t in final.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    cancelled_params = [t.params for t in final.trials if t.user_attrs.get("tuner.cancelled")]
+    assert len(cancelled_params) == 2
+    assert all(p in [t.params for t in complete] for p in cancelled_params)

@@ -1,15 +1,21 @@
 """The Ray backend: trials as Ray tasks on an embedded local cluster or an existing one.
 
 Ray is imported only when the backend is built, so the rest of tuner works without it.
-Intermediate metrics (``tuner.report``) travel from the workers to a small sink actor that
-each poll drains; a task waits until its last report is delivered before it returns, so a
-trial's reports always arrive before its result.
+Intermediate metrics (``tuner.report``, or metric lines of a command) travel from the workers
+to a small sink actor that each poll drains; a task waits until its last report is delivered
+before it returns, so a trial's reports always arrive before its result.
+
+Cancelling asks Ray to interrupt the task (a ``KeyboardInterrupt``: a command trial's process
+group gets SIGTERM, then SIGKILL after ``cancel_grace``); a task still running after that is
+killed with its worker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -17,16 +23,32 @@ from pydantic import Field
 from tuner.backend import (
     BackendConfig,
     BackendContext,
+    CommandEntry,
+    ErrorKind,
     FunctionEntry,
     MissingExtraError,
+    Resources,
     TrialHandle,
     TrialSpec,
     TrialStatus,
     TrialUpdate,
 )
-from tuner.trial_runner import TrialResult, run_function
+from tuner.trial_runner import TrialResult, run_trial
 
 _log = logging.getLogger(__name__)
+
+_INFRA_ERRORS = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "OutOfMemoryError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "RaySystemError",
+    "LocalRayletDiedError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+)
+"""Ray errors that mean the infrastructure, not the trial code, failed."""
 
 
 class RayConfig(BackendConfig):
@@ -42,6 +64,14 @@ class RayConfig(BackendConfig):
         None, gt=0, description="CPUs of the embedded cluster (all of this machine's if unset)."
     )
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the embedded cluster.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray runtime_env for the trials (working_dir, pip, env_vars, ...): how "
+        "trial code reaches the nodes of a remote cluster.",
+    )
+    cancel_grace: float = Field(
+        10.0, ge=0, description="Seconds a cancelled trial gets to stop before it is killed."
+    )
 
 
 def _import_ray() -> Any:
@@ -53,21 +83,28 @@ def _import_ray() -> Any:
 
 
 class _ReportSink:
-    """Collects ``tuner.report`` calls from every worker until the orchestrator drains them."""
+    """Collects reports from every worker until the orchestrator drains them."""
 
     def __init__(self) -> None:
-        self._items: list[tuple[int, int, dict[str, float]]] = []
+        self._items: list[tuple[int, int, int, dict[str, float]]] = []
 
-    def put(self, trial: int, step: int, metrics: dict[str, float]) -> None:
-        self._items.append((trial, step, metrics))
+    def put(self, trial: int, attempt: int, step: int, metrics: dict[str, float]) -> None:
+        self._items.append((trial, attempt, step, metrics))
 
-    def drain(self) -> list[tuple[int, int, dict[str, float]]]:
+    def drain(self) -> list[tuple[int, int, int, dict[str, float]]]:
         items, self._items = self._items, []
         return items
 
 
 def _execute(
-    number: int, entry: FunctionEntry, params: dict[str, Any], objective: str, sink: Any
+    number: int,
+    attempt: int,
+    entry: FunctionEntry | CommandEntry,
+    params: dict[str, Any],
+    objective: str,
+    env: dict[str, str],
+    grace: float,
+    sink: Any,
 ) -> tuple[TrialResult, str]:
     """Runs on a Ray worker: the trial, then a wait for its last report to be delivered."""
     import ray
@@ -75,20 +112,20 @@ def _execute(
     last: list[Any] = []
 
     def reporter(step: int, metrics: Any) -> None:
-        last[:] = [sink.put.remote(number, step, dict(metrics))]
+        last[:] = [sink.put.remote(number, attempt, step, dict(metrics))]
 
-    result = run_function(entry, params, objective, reporter)
+    result = run_trial(entry, params, objective, reporter, env=env, capture=True, grace=grace)
     if last:
         ray.get(last[0])
     return result, ray.util.get_node_ip_address()
 
 
 class RayBackend:
-    """Runs each trial as a Ray task with the trial's CPUs and GPUs.
+    """Runs each trial as a Ray task with the trial's resources.
 
     Args:
         config: the ``backend`` section of the spec.
-        context: the study's name, folder and concurrency.
+        context: the study's name, folder, concurrency and per-trial resources.
     """
 
     name: ClassVar[str] = "ray"
@@ -97,37 +134,88 @@ class RayBackend:
     def __init__(self, config: RayConfig, context: BackendContext):
         self._ray = ray = _import_ray()
         self._config = config
-        self._capacity = context.max_concurrent
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        self._owns_cluster = not ray.is_initialized()
-        if self._owns_cluster:
+        self._owns_connection = not ray.is_initialized()
+        if self._owns_connection:
             ray.init(
                 address=config.address,
                 num_cpus=None if config.address else config.num_cpus or os.cpu_count(),
                 num_gpus=None if config.address else config.num_gpus,
+                runtime_env=config.runtime_env or None,
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.ERROR,
             )
+        self._task_env = None if self._owns_connection else (config.runtime_env or None)
+        self._capacity = self._fit(context.max_concurrent, context.resources)
         self._task = ray.remote(max_retries=0)(_execute)
         self._sink = ray.remote(num_cpus=0)(_ReportSink).remote()
         self._refs: dict[Any, int] = {}
-        self._ref_of: dict[int, Any] = {}
-        self._cancelled: set[int] = set()
+        self._live: dict[int, tuple[Any, int]] = {}
+        self._cancelled: dict[int, float] = {}
+
+    def _fit(self, wanted: int, resources: Resources) -> int:
+        """``wanted``, or as many trials as the cluster's nodes can hold at once if fewer."""
+        need = {"CPU": resources.cpus, "GPU": resources.gpus, **resources.custom}
+        if resources.memory:
+            need["memory"] = float(resources.memory)
+        need = {k: v for k, v in need.items() if v > 0}
+        fits = 0
+        for node in self._ray.nodes():
+            if not node.get("Alive"):
+                continue
+            have = node.get("Resources", {})
+            fits += min(
+                (math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items()), default=0
+            )
+        if 0 < fits < wanted:
+            _log.warning(
+                "max_concurrent=%d, but the Ray cluster holds only %d trials needing %s at "
+                "once; running %d at a time",
+                wanted,
+                fits,
+                need,
+                fits,
+            )
+            return fits
+        if fits == 0:
+            _log.warning(
+                "no node of the Ray cluster has %s for one trial; trials will wait for them",
+                need,
+            )
+        return wanted
 
     @property
     def capacity(self) -> int:
         return self._capacity
 
     def submit(self, trial: TrialSpec) -> TrialHandle:
-        ref = self._task.options(
-            num_cpus=trial.resources.cpus,
-            num_gpus=trial.resources.gpus,
-            name=f"{trial.study}/trial-{trial.number}",
-        ).remote(trial.number, trial.entry, dict(trial.params), trial.objective, self._sink)
+        res = trial.resources
+        options: dict[str, Any] = {
+            "num_cpus": res.cpus,
+            "num_gpus": res.gpus,
+            "name": f"{trial.study}/trial-{trial.number}",
+        }
+        if res.memory:
+            options["memory"] = res.memory
+        if res.custom:
+            options["resources"] = dict(res.custom)
+        if self._task_env:
+            options["runtime_env"] = self._task_env
+        ref = self._task.options(**options).remote(
+            trial.number,
+            trial.attempt,
+            trial.entry,
+            dict(trial.params),
+            trial.objective,
+            dict(trial.env),
+            self._config.cancel_grace,
+            self._sink,
+        )
         self._refs[ref] = trial.number
-        self._ref_of[trial.number] = ref
-        return TrialHandle(self.name, trial.number, {"task": ref.hex()})
+        self._live[trial.number] = (ref, trial.attempt)
+        self._cancelled.pop(trial.number, None)
+        return TrialHandle(self.name, trial.number, {"task": ref.hex(), "attempt": trial.attempt})
 
     def poll(self, timeout: float) -> list[TrialUpdate]:
         ray = self._ray
@@ -139,22 +227,31 @@ class RayBackend:
                 ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
         updates = [
             TrialUpdate(number, TrialStatus.RUNNING, metrics, step)
-            for number, step, metrics in ray.get(self._sink.drain.remote())
-            if number in self._ref_of
+            for number, attempt, step, metrics in ray.get(self._sink.drain.remote())
+            if number in self._live and self._live[number][1] == attempt
         ]
         updates.extend(self._finish(ref) for ref in ready)
+        self._escalate_cancels()
         return updates
 
     def _finish(self, ref: Any) -> TrialUpdate:
         ray = self._ray
         number = self._refs.pop(ref)
-        del self._ref_of[number]
+        del self._live[number]
+        cancelled = self._cancelled.pop(number, None) is not None
         try:
             result, node = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            if number in self._cancelled:
+            if cancelled or isinstance(exc, ray.exceptions.TaskCancelledError):
                 return TrialUpdate(number, TrialStatus.CANCELLED)
-            return TrialUpdate(number, TrialStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            kind = ErrorKind.INFRA if type(exc).__name__ in _INFRA_ERRORS else ErrorKind.USER
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return TrialUpdate(
+                number,
+                TrialStatus.FAILED,
+                error=f"{type(exc).__name__}: {message}",
+                error_kind=kind,
+            )
         return TrialUpdate(
             number,
             result.status,
@@ -162,14 +259,24 @@ class RayBackend:
             error=result.error,
             traceback=result.traceback,
             node=node,
+            log=result.log,
         )
 
     def cancel(self, handle: TrialHandle) -> None:
-        ref = self._ref_of.get(handle.trial)
-        if ref is None or handle.trial in self._cancelled:
+        live = self._live.get(handle.trial)
+        if live is None or handle.trial in self._cancelled:
             return
-        self._cancelled.add(handle.trial)
-        self._ray.cancel(ref, force=True)
+        self._cancelled[handle.trial] = time.monotonic()
+        self._ray.cancel(live[0], force=False)
+
+    def _escalate_cancels(self) -> None:
+        deadline = time.monotonic() - self._config.cancel_grace - 5.0
+        for number, since in list(self._cancelled.items()):
+            live = self._live.get(number)
+            if live is not None and since < deadline:
+                _log.info("trial %d did not stop when cancelled; killing its worker", number)
+                self._ray.cancel(live[0], force=True)
+                self._cancelled[number] = float("inf")
 
     def reattach(self, handle: TrialHandle) -> bool:
         # Ray tasks belong to the driver that submitted them and end with it.
@@ -177,11 +284,18 @@ class RayBackend:
 
     def close(self) -> None:
         ray = self._ray
-        for number in list(self._ref_of):
-            self.cancel(TrialHandle(self.name, number))
+        for number, (ref, _) in list(self._live.items()):
+            if number not in self._cancelled:
+                ray.cancel(ref, force=False)
+        # Give cancelled command trials their grace to stop their process groups.
+        pending = [ref for ref, _ in self._live.values()]
+        if pending:
+            ray.wait(pending, num_returns=len(pending), timeout=self._config.cancel_grace + 2.0)
+            for ref in pending:
+                ray.cancel(ref, force=True)
         try:
             ray.kill(self._sink)
         except Exception:  # already gone with its node
             _log.debug("report sink was already gone", exc_info=True)
-        if self._owns_cluster:
+        if self._owns_connection:
             ray.shutdown()

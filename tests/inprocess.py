@@ -19,7 +19,7 @@ from tuner.backend import (
     TrialStatus,
     TrialUpdate,
 )
-from tuner.trial_runner import run_function
+from tuner.trial_runner import run_trial
 
 
 class InProcessConfig(BackendConfig):
@@ -56,7 +56,7 @@ class InProcessBackend:
                     TrialUpdate(trial.number, TrialStatus.RUNNING, dict(metrics), step)
                 )
 
-            result = run_function(trial.entry, trial.params, trial.objective, reporter)
+            result = run_trial(trial.entry, trial.params, trial.objective, reporter, grace=1.0)
             if trial.number in self.cancelled:
                 return
             self._updates.put(
@@ -67,6 +67,7 @@ class InProcessBackend:
                     error=result.error,
                     traceback=result.traceback,
                     node="local-thread",
+                    log=result.log,
                 )
             )
 

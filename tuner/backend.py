@@ -41,10 +41,12 @@ class TrialStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial needs on its backend."""
+    """What one trial needs on its backend (``memory`` in bytes)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
+    memory: int | None = None
+    custom: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,52 @@ class FunctionEntry:
 
 
 @dataclass(frozen=True)
+class MetricDefinition:
+    """A metric read from output lines: the first group of ``regex`` is its value."""
+
+    name: str
+    regex: str
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """A trial that runs a program (no shell) with ``--name value`` arguments.
+
+    Attributes:
+        argv: the program and its own arguments; ``python``/``python3`` mean the worker's
+            interpreter.
+        metric_definitions: how metrics are read from its output (stdout and stderr).
+        workdir: where it runs, if that folder exists on the worker.
+    """
+
+    argv: tuple[str, ...]
+    metric_definitions: tuple[MetricDefinition, ...] = ()
+    workdir: str | None = None
+
+
+class ErrorKind(enum.Enum):
+    """Why a trial failed, which decides whether it is retried."""
+
+    USER = "USER"
+    """The trial code raised, exited non-zero or returned something unusable."""
+    INFRA = "INFRA"
+    """The worker, node or job died under the trial: retried up to ``trial.max_retries``."""
+    TIMEOUT = "TIMEOUT"
+    """The trial ran past ``trial.timeout``."""
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     """Everything a backend needs to run one trial."""
 
     study: str
     number: int
     params: Mapping[str, Any]
-    entry: FunctionEntry
+    entry: FunctionEntry | CommandEntry
     objective: str
     resources: Resources = Resources()
     env: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,7 +138,8 @@ class TrialUpdate:
     """What is new about one trial since the last poll.
 
     A ``RUNNING`` update carries intermediate metrics at ``step``; a ``COMPLETED`` one the
-    trial's final metrics; a ``FAILED`` one the error and, where there is one, the traceback.
+    trial's final metrics; a ``FAILED`` one the error, its kind and, where there is one, the
+    traceback. ``log`` is the trial's output (stdout and stderr), on the final update.
     """
 
     trial: int
@@ -110,6 +149,8 @@ class TrialUpdate:
     error: str | None = None
     traceback: str | None = None
     node: str | None = None
+    error_kind: ErrorKind = ErrorKind.USER
+    log: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +160,7 @@ class BackendContext:
     study: str
     study_dir: Path
     max_concurrent: int
+    resources: Resources = Resources()
 
 
 class BackendConfig(BaseModel):

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tuner.backend import FunctionEntry
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
 from tuner.spec import SpecError, StudySpec, load_spec
 
@@ -309,7 +310,9 @@ def _show_plan(spec: StudySpec) -> None:
     console.print(f"[bold]{spec.name}[/]: {spec.objective.direction.value} {spec.objective.metric}")
     console.print(f"strategy: {spec.strategy.type} (engine: {sampler.engine})")
     console.print(f"budget: {spec.budget.model_dump(exclude_none=True)}")
-    console.print(f"trial: {spec.trial.entry.ref} on backend {spec.backend.type}")
+    entry = spec.trial.entry
+    what = entry.ref if isinstance(entry, FunctionEntry) else " ".join(entry.argv)
+    console.print(f"trial: {what} on backend {spec.backend.type}")
     console.print(f"state: {spec.storage.url or location(spec).journal}")
     preview = optuna.create_study(sampler=sampler, direction=spec.objective.direction.value)
     table = Table(title="First configurations")

@@ -92,6 +92,12 @@ class ProgressDisplay(NullListener):
             soft_wrap=True,
         )
 
+    def trial_retried(self, number: int, attempt: int, error: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(
+                f"[yellow]#{number:<4}[/] {error} — retrying (attempt {attempt})", highlight=False
+            )
+
     def study_progress(self, summary: StudySummary) -> None:
         if self._progress is None or self._task is None:
             return

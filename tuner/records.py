@@ -21,6 +21,9 @@ class Attr:
     ERROR = "tuner.error"
     TRACEBACK = "tuner.traceback"
     NODE = "tuner.node"
+    LOG_TAIL = "tuner.log_tail"
+    ATTEMPTS = "tuner.attempts"
+    RETRIES = "tuner.retries"
     CANCELLED = "tuner.cancelled"
     MLFLOW_RUN_ID = "tuner.mlflow_run_id"
     """Study attribute ``tuner.mlflow_run_id.<trial number>``."""
@@ -72,6 +75,9 @@ class TrialRecord:
     started: datetime | None = None
     finished: datetime | None = None
     mlflow_run_id: str | None = None
+    attempts: int = 1
+    log: str | None = None
+    """The trial's output: whole when it comes from the backend, its tail when read back."""
 
     @property
     def duration(self) -> float | None:
@@ -116,6 +122,8 @@ class TrialRecord:
             started=trial.datetime_start,
             finished=trial.datetime_complete,
             mlflow_run_id=(study_attrs or {}).get(f"{Attr.MLFLOW_RUN_ID}.{trial.number}"),
+            attempts=int(attrs.get(Attr.ATTEMPTS, 1)),
+            log=attrs.get(Attr.LOG_TAIL),
         )
 
 

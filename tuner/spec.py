@@ -20,6 +20,7 @@ import importlib
 import inspect
 import os
 import re
+import shlex
 import sys
 import types
 import typing
@@ -48,7 +49,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tuner.backend import (
     BackendConfig,
+    CommandEntry,
     FunctionEntry,
+    MetricDefinition,
     Resources,
     UnknownBackendError,
     available_backends,
@@ -182,53 +185,166 @@ class Budget(_Section):
     max_failures: PositiveInt = Field(10, description="Failed trials before the study stops.")
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "ki": 2**10,
+    "kib": 2**10,
+    "mi": 2**20,
+    "mib": 2**20,
+    "gi": 2**30,
+    "gib": 2**30,
+}
+
+
+def parse_bytes(value: Any) -> int:
+    """Bytes in ``value``: a number, or a string such as ``512MB``, ``2GiB`` or ``4G``.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if match and match.group(2).lower() in _SIZE_UNITS:
+            size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+            if size > 0:
+                return size
+    raise ValueError(f"{value!r} is not a size; write a number of bytes or e.g. 512MB, 2GiB")
+
+
 class ResourcesSpec(_Section):
-    """What one trial needs."""
+    """What one trial needs on its backend."""
 
     cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    gpus: float = Field(0.0, ge=0, description="Fractions share a GPU between trials.")
+    memory: Annotated[int, BeforeValidator(parse_bytes)] | None = Field(
+        None, description="Memory to reserve, e.g. 2GB."
+    )
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources, e.g. {TPU: 1} on Ray."
+    )
 
     def to_resources(self) -> Resources:
         """The backend-facing record."""
-        return Resources(cpus=self.cpus, gpus=self.gpus)
+        return Resources(
+            cpus=self.cpus, gpus=self.gpus, memory=self.memory, custom=dict(self.custom)
+        )
+
+
+class MetricDefinitionSpec(_Section):
+    """A metric read from a command's output, in SageMaker's ``MetricDefinitions`` format."""
+
+    name: str = Field(min_length=1)
+    regex: str = Field(description="A regular expression whose first group is the value.")
+
+    @field_validator("regex")
+    @classmethod
+    def _one_group(cls, regex: str) -> str:
+        try:
+            compiled = re.compile(regex)
+        except re.error as exc:
+            raise ValueError(
+                f"not a valid regular expression ({exc}); check the escaping"
+            ) from None
+        if compiled.groups < 1:
+            raise ValueError(
+                "the regex needs a capture group around the value, e.g. `loss=([0-9.eE+-]+)`"
+            )
+        return regex
 
 
 class TrialConfig(_Section):
-    """What a trial runs: ``function`` is ``module:function(params) -> float | dict``."""
+    """What a trial runs: a Python ``function`` or a ``command``, and how.
+
+    A function is ``module:function(params) -> float | dict``. A command (no shell) receives
+    the hyperparameters as ``--name value`` arguments and in the JSON file whose path is in
+    ``TUNER_PARAMS_FILE``; ``metric_definitions`` read its metrics from its output.
+    """
 
     path: list[str] = Field(
         default_factory=list,
         description="Extra folders to import the function from (the working directory and "
         "the spec's folder always are).",
     )
-    function: Annotated[
-        str | Callable[..., Any],
-        WithJsonSchema({"type": "string", "pattern": r"^[\w.]+:[\w.]+$"}),
-    ]
+    function: (
+        Annotated[
+            str | Callable[..., Any],
+            WithJsonSchema({"type": "string", "pattern": r"^[\w.]+:[\w.]+$"}),
+        ]
+        | None
+    ) = None
+    command: list[str] | None = Field(
+        None, min_length=1, description="e.g. [python, train.py]; run without a shell."
+    )
+    metric_definitions: list[MetricDefinitionSpec] = Field(default_factory=list)
+    workdir: str | None = Field(
+        None, description="The command's working directory (default: the spec's folder)."
+    )
     resources: ResourcesSpec = ResourcesSpec()
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    timeout: Duration | None = Field(None, description="Longest a trial may run.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries after infrastructure failures (lost worker or node)."
+    )
+    retry_on_error: bool = Field(False, description="Retry errors in the trial code too.")
 
-    _entry: FunctionEntry | None = PrivateAttr(None)
+    _entry: FunctionEntry | CommandEntry | None = PrivateAttr(None)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
 
     @field_validator("function")
     @classmethod
     def _importable(cls, function: Any, info: ValidationInfo) -> Any:
-        resolve_function(function, _search_path(info, info.data.get("path", [])))
+        if function is not None:
+            resolve_function(function, _search_path(info, info.data.get("path", [])))
         return function
 
     @model_validator(mode="after")
-    def _resolve_function(self, info: ValidationInfo) -> TrialConfig:
-        # Imports are cached by now: this only records where the function comes from.
-        self._entry = resolve_function(self.function, _search_path(info, self.path))
+    def _resolve_entry(self, info: ValidationInfo) -> TrialConfig:
+        if (self.function is None) == (self.command is None):
+            raise ValueError("give exactly one of `function: module:function` and `command: [...]`")
+        if self.function is not None:
+            if self.metric_definitions:
+                raise ValueError(
+                    "`metric_definitions` read a command's output; a function returns its "
+                    "metrics (or reports them with tuner.report)"
+                )
+            # Imports are cached by now: this only records where the function comes from.
+            self._entry = resolve_function(self.function, _search_path(info, self.path))
+        else:
+            assert self.command is not None
+            spec_dir = (info.context or {}).get("spec_dir") or os.getcwd()
+            workdir = os.path.join(spec_dir, self.workdir) if self.workdir else spec_dir
+            self._entry = CommandEntry(
+                argv=tuple(self.command),
+                metric_definitions=tuple(
+                    MetricDefinition(d.name, d.regex) for d in self.metric_definitions
+                ),
+                workdir=os.path.abspath(workdir),
+            )
         return self
 
     @field_serializer("function")
-    def _function_as_reference(self, function: Any) -> str:
-        return self.entry.ref if callable(function) else str(function)
+    def _function_as_reference(self, function: Any) -> str | None:
+        if function is None:
+            return None
+        entry = self.entry
+        return entry.ref if isinstance(entry, FunctionEntry) else str(function)
 
     @property
-    def entry(self) -> FunctionEntry:
-        """The resolved function reference the backends run."""
+    def entry(self) -> FunctionEntry | CommandEntry:
+        """The resolved function reference or command the backends run."""
         assert self._entry is not None
         return self._entry
 
@@ -298,6 +414,18 @@ class StudySpec(_Section):
         except SpaceError as exc:
             loc: tuple[str, ...] = ("space", exc.param, exc.field) if exc.param else ("space",)
             errors.append(_error(loc, "space", str(exc)))
+        if self.trial.command is not None:
+            names = [d.name for d in self.trial.metric_definitions]
+            if self.objective.metric not in names:
+                errors.append(
+                    _error(
+                        ("trial", "metric_definitions"),
+                        "objective_undefined",
+                        f"the objective `{self.objective.metric}` has no metric definition; "
+                        f"add `{{name: {self.objective.metric}, regex: ...}}` so it can be "
+                        "read from the command's output",
+                    )
+                )
         if isinstance(self.strategy, GridStrategy):
             for name, param in self.space.items():
                 if isinstance(param, Float) and param.step is None:
@@ -333,8 +461,12 @@ class StudySpec(_Section):
 
         A Python-built trial function is written as its ``module:function`` reference.
         """
-        data = self.model_dump(mode="json")
-        data["trial"]["path"] = list(self.trial.entry.search_path)
+        data = self.model_dump(mode="json", exclude_none=True)
+        entry = self.trial.entry
+        if isinstance(entry, FunctionEntry):
+            data["trial"]["path"] = list(entry.search_path)
+        else:
+            data["trial"]["workdir"] = entry.workdir
         return yaml.safe_dump(data, sort_keys=False)
 
 

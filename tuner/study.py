@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.backend import (
     Backend,
     BackendContext,
+    ErrorKind,
     TrialHandle,
     TrialSpec,
     TrialStatus,
@@ -52,6 +53,8 @@ _HARD_STOPS = (StopReason.INTERRUPTED, StopReason.MAX_TIME, StopReason.MAX_FAILU
 """Stops that cancel running trials; the others let them finish."""
 
 _DEFAULT = object()
+LOG_TAIL_CHARS = 4000
+"""Characters of a trial's output kept in the study store (MLflow gets all of it)."""
 
 
 @dataclass
@@ -59,6 +62,9 @@ class _Running:
     trial: optuna.Trial
     record: TrialRecord
     handle: TrialHandle
+    started_at: float
+    attempt: int = 0
+    retries: list[str] = field(default_factory=list)
     last_step: int = -1
 
 
@@ -161,7 +167,12 @@ class Study:
         owns_backend = self._backend is None
         backend = self._backend or create_backend(
             spec.backend,
-            BackendContext(spec.name, location(spec).root, spec.budget.max_concurrent),
+            BackendContext(
+                spec.name,
+                location(spec).root,
+                spec.budget.max_concurrent,
+                spec.trial.resources.to_resources(),
+            ),
         )
         listeners = self._make_listeners(study)
         loop = _Loop(self, study, sampler, backend, listeners)
@@ -275,7 +286,10 @@ class _Loop:
                 import optuna
 
                 trial = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
-                self.running[frozen.number] = _Running(trial, record, handle)
+                attempt = int(frozen.user_attrs.get(Attr.ATTEMPTS, 1)) - 1
+                self.running[frozen.number] = _Running(
+                    trial, record, handle, self.clock(), attempt=attempt
+                )
                 _log.info("trial %d is still running; following it", frozen.number)
                 return
         _log.info("trial %d was interrupted; queueing it again", frozen.number)
@@ -307,6 +321,7 @@ class _Loop:
                     return
                 continue  # every launch failed at submission; max_failures bounds this
             self._handle(self.backend.poll(self._poll_timeout()))
+            self._enforce_timeouts()
 
     def _poll_timeout(self) -> float:
         timeout = 0.5
@@ -314,6 +329,17 @@ class _Loop:
         if max_time is not None:
             timeout = min(timeout, max(0.0, self.started_at + max_time - self.clock()))
         return timeout
+
+    def _enforce_timeouts(self) -> None:
+        limit = self.spec.trial.timeout
+        if limit is None:
+            return
+        now = self.clock()
+        for number, running in list(self.running.items()):
+            if now - running.started_at >= limit:
+                del self.running[number]
+                _safely(self.backend.cancel, running.handle)
+                self._fail(running, f"timed out after {limit:g}s (trial.timeout)", None, None)
 
     def _stop_reason(self) -> StopReason | None:
         budget = self.spec.budget
@@ -341,30 +367,62 @@ class _Loop:
                 return
             self._launch()
 
-    def _launch(self) -> None:
-        trial = self.study.ask()
-        params = self.spec.search_space.suggest(trial)
-        record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
-        trial_spec = TrialSpec(
+    def _trial_spec(self, number: int, params: dict[str, Any], attempt: int) -> TrialSpec:
+        return TrialSpec(
             study=self.spec.name,
-            number=trial.number,
+            number=number,
             params=params,
             entry=self.spec.trial.entry,
             objective=self.spec.objective.metric,
             resources=self.spec.trial.resources.to_resources(),
             env=dict(self.spec.trial.env),
+            attempt=attempt,
         )
+
+    def _launch(self) -> None:
+        trial = self.study.ask()
+        params = self.spec.search_space.suggest(trial)
+        record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
         try:
-            handle = self.backend.submit(trial_spec)
+            handle = self.backend.submit(self._trial_spec(trial.number, params, 0))
         except Exception as exc:
             _log.warning("trial %d could not be submitted: %s", trial.number, exc)
-            running = _Running(trial, record, TrialHandle(self.spec.backend.type, trial.number))
+            handle = TrialHandle(self.spec.backend.type, trial.number)
+            running = _Running(trial, record, handle, self.clock())
             self._emit("trial_started", record)
             self._fail(running, f"submitting to the backend failed: {exc}", None, None)
             return
         trial.set_user_attr(Attr.HANDLE, handle.to_json())
-        self.running[trial.number] = _Running(trial, record, handle)
+        self.running[trial.number] = _Running(trial, record, handle, self.clock())
         self._emit("trial_started", record)
+
+    def _retry(self, running: _Running, update: Any) -> bool:
+        """Submits a failed trial again if its failure allows it; says whether it did."""
+        config = self.spec.trial
+        retryable = update.error_kind is ErrorKind.INFRA or (
+            config.retry_on_error and update.error_kind is ErrorKind.USER
+        )
+        if not retryable or running.attempt >= config.max_retries:
+            return False
+        running.retries.append(update.error or "failed")
+        running.attempt += 1
+        trial = running.trial
+        params = dict(running.record.params)
+        try:
+            handle = self.backend.submit(self._trial_spec(trial.number, params, running.attempt))
+        except Exception as exc:
+            running.retries.append(f"submitting to the backend failed: {exc}")
+            return False
+        running.handle = handle
+        running.last_step = -1
+        trial.set_user_attr(Attr.HANDLE, handle.to_json())
+        trial.set_user_attr(Attr.RETRIES, json.dumps(running.retries))
+        trial.set_user_attr(Attr.ATTEMPTS, running.attempt + 1)
+        self.running[trial.number] = running
+        attempt = running.attempt + 1
+        _log.info("trial %d: %s; retrying (attempt %d)", trial.number, update.error, attempt)
+        self._emit("trial_retried", trial.number, attempt, update.error or "")
+        return True
 
     def _handle(self, updates: list[Any]) -> None:
         for update in updates:
@@ -378,7 +436,15 @@ class _Loop:
             if update.status is TrialStatus.COMPLETED:
                 self._complete(running, update)
             elif update.status is TrialStatus.FAILED:
-                self._fail(running, update.error or "failed", update.traceback, update.node)
+                if not self._retry(running, update):
+                    self._fail(
+                        running,
+                        update.error or "failed",
+                        update.traceback,
+                        update.node,
+                        dict(update.metrics),
+                        update.log,
+                    )
             else:
                 self._fail(running, "the trial was cancelled on the backend", None, update.node)
 
@@ -395,13 +461,15 @@ class _Loop:
         metrics = dict(update.metrics)
         problem = objective_problem(metrics, self.spec.objective.metric)
         if problem is not None:
-            self._fail(running, problem, None, update.node, metrics)
+            self._fail(running, problem, None, update.node, metrics, update.log)
             return
         value = metrics[self.spec.objective.metric]
         trial = running.trial
         trial.set_user_attr(Attr.METRICS, json.dumps(metrics))
         if update.node:
             trial.set_user_attr(Attr.NODE, update.node)
+        if update.log:
+            trial.set_user_attr(Attr.LOG_TAIL, update.log[-LOG_TAIL_CHARS:])
         self.study.tell(trial, value)
         self._finished(
             replace(
@@ -411,6 +479,8 @@ class _Loop:
                 metrics=metrics,
                 node=update.node,
                 finished=datetime.now(),
+                attempts=running.attempt + 1,
+                log=update.log,
             )
         )
 
@@ -421,6 +491,7 @@ class _Loop:
         traceback: str | None,
         node: str | None,
         metrics: dict[str, float] | None = None,
+        log: str | None = None,
     ) -> None:
         from optuna.trial import TrialState as OptunaState
 
@@ -432,6 +503,8 @@ class _Loop:
             trial.set_user_attr(Attr.NODE, node)
         if metrics:
             trial.set_user_attr(Attr.METRICS, json.dumps(metrics))
+        if log:
+            trial.set_user_attr(Attr.LOG_TAIL, log[-LOG_TAIL_CHARS:])
         self.study.tell(trial, state=OptunaState.FAIL)
         self.failures += 1
         _log.info("trial %d failed: %s", trial.number, error)
@@ -444,6 +517,8 @@ class _Loop:
                 node=node,
                 metrics=metrics or {},
                 finished=datetime.now(),
+                attempts=running.attempt + 1,
+                log=log,
             )
         )
 

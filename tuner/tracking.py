@@ -52,6 +52,9 @@ class StudyListener(Protocol):
     def trial_finished(self, record: TrialRecord) -> None:
         """A trial reached its final state (or was cancelled)."""
 
+    def trial_retried(self, number: int, attempt: int, error: str) -> None:
+        """A trial failed for a reason that allows a retry, and runs again."""
+
     def study_progress(self, summary: StudySummary) -> None:
         """Counts or the best trial changed."""
 
@@ -75,6 +78,9 @@ class NullListener:
         return None
 
     def trial_finished(self, record: TrialRecord) -> None:
+        return None
+
+    def trial_retried(self, number: int, attempt: int, error: str) -> None:
         return None
 
     def study_progress(self, summary: StudySummary) -> None:
@@ -309,7 +315,7 @@ class MlflowTracker(NullListener):
             if run_id is None:
                 return
             step = state.last_step.get(record.number, 0)
-            tags = {"tuner.state": record.state.value}
+            tags = {"tuner.state": record.state.value, "tuner.attempts": str(record.attempts)}
             if record.node:
                 tags["tuner.node"] = record.node
             if record.error:
@@ -321,6 +327,8 @@ class MlflowTracker(NullListener):
             )
             if record.traceback:
                 self._client.log_text(run_id, record.traceback, "error.txt")
+            if record.log:
+                self._client.log_text(run_id, record.log, "logs/trial.log")
             self._client.set_terminated(run_id, _STATUS.get(record.state, "FINISHED"), end)
 
         self._submit(close_child)

@@ -117,7 +117,8 @@ def _execute(
     result = run_trial(entry, params, objective, reporter, env=env, capture=True, grace=grace)
     if last:
         ray.get(last[0])
-    return result, ray.util.get_node_ip_address()
+    node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    return result, node
 
 
 class RayBackend:
@@ -151,7 +152,8 @@ class RayBackend:
         self._task = ray.remote(max_retries=0)(_execute)
         self._sink = ray.remote(num_cpus=0)(_ReportSink).remote()
         self._refs: dict[Any, int] = {}
-        self._live: dict[int, tuple[Any, int]] = {}
+        self._live: dict[int, tuple[Any, int, float]] = {}
+        """Running trials: their task, attempt, and the grace they get when cancelled."""
         self._cancelled: dict[int, float] = {}
 
     def _fit(self, wanted: int, resources: Resources) -> int:
@@ -213,7 +215,8 @@ class RayBackend:
             self._sink,
         )
         self._refs[ref] = trial.number
-        self._live[trial.number] = (ref, trial.attempt)
+        grace = self._config.cancel_grace if isinstance(trial.entry, CommandEntry) else 0.0
+        self._live[trial.number] = (ref, trial.attempt, grace)
         self._cancelled.pop(trial.number, None)
         return TrialHandle(self.name, trial.number, {"task": ref.hex(), "attempt": trial.attempt})
 
@@ -270,10 +273,12 @@ class RayBackend:
         self._ray.cancel(live[0], force=False)
 
     def _escalate_cancels(self) -> None:
-        deadline = time.monotonic() - self._config.cancel_grace - 5.0
+        now = time.monotonic()
         for number, since in list(self._cancelled.items()):
             live = self._live.get(number)
-            if live is not None and since < deadline:
+            # A function in C code or a blocking call never sees Ray's KeyboardInterrupt; a
+            # command trial stops its process group within its grace.
+            if live is not None and now - since > live[2] + 2.0:
                 _log.info("trial %d did not stop when cancelled; killing its worker", number)
                 self._ray.cancel(live[0], force=True)
                 self._cancelled[number] = float("inf")
@@ -284,13 +289,14 @@ class RayBackend:
 
     def close(self) -> None:
         ray = self._ray
-        for number, (ref, _) in list(self._live.items()):
+        for number, (ref, _, _) in list(self._live.items()):
             if number not in self._cancelled:
                 ray.cancel(ref, force=False)
         # Give cancelled command trials their grace to stop their process groups.
-        pending = [ref for ref, _ in self._live.values()]
+        pending = [ref for ref, _, _ in self._live.values()]
         if pending:
-            ray.wait(pending, num_returns=len(pending), timeout=self._config.cancel_grace + 2.0)
+            grace = max(g for _, _, g in self._live.values())
+            ray.wait(pending, num_returns=len(pending), timeout=grace + 2.0)
             for ref in pending:
                 ray.cancel(ref, force=True)
         try:

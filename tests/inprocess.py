@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from tuner.backend import (
     BackendConfig,
     BackendContext,
+    ErrorKind,
     TrialHandle,
     TrialSpec,
     TrialStatus,
@@ -41,6 +42,8 @@ class InProcessBackend:
         self.submitted: list[TrialSpec] = []
         self.cancelled: list[int] = []
         self.reattachable: set[int] = set()
+        self.infra_failures: dict[int, int] = {}
+        """Trial number -> how many of its first attempts die as if their worker was lost."""
         self.closed = False
 
     @property
@@ -49,6 +52,16 @@ class InProcessBackend:
 
     def submit(self, trial: TrialSpec) -> TrialHandle:
         self.submitted.append(trial)
+        if trial.attempt < self.infra_failures.get(trial.number, 0):
+            self._updates.put(
+                TrialUpdate(
+                    trial.number,
+                    TrialStatus.FAILED,
+                    error="WorkerCrashedError: the worker died",
+                    error_kind=ErrorKind.INFRA,
+                )
+            )
+            return TrialHandle(self.name, trial.number, {"attempt": trial.attempt})
 
         def work() -> None:
             def reporter(step: int, metrics: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -37,6 +38,9 @@ class Recorder(NullListener):
 
     def trial_finished(self, record: TrialRecord) -> None:
         self.events.append(("trial_finished", record))
+
+    def trial_retried(self, number: int, attempt: int, error: str) -> None:
+        self.events.append(("trial_retried", (number, attempt, error)))
 
     def study_finished(self, summary: StudySummary) -> None:
         self.events.append(("study_finished", summary))
@@ -314,3 +318,83 @@ def test_the_same_seed_runs_the_same_configurations(make_spec: Callable[..., Any
         return [t.params for t in records(load_study(spec))]
 
     assert configs("first") == configs("second")
+
+
+def test_infrastructure_failures_are_retried_and_recorded(make_spec: Callable[..., Any]) -> None:
+    spec = make_spec(budget={"max_trials": 4, "max_concurrent": 2})
+    backend = InProcessBackend()
+    backend.infra_failures = {1: 2, 2: 5}  # trial 1 recovers on its 3rd attempt; 2 never does
+    summary, recorder = run(spec, backend=backend)
+    trials = {t.number: t for t in records(load_study(spec))}
+    assert trials[1].state is TrialState.COMPLETE
+    assert trials[1].attempts == 3
+    assert trials[2].state is TrialState.FAILED
+    assert trials[2].attempts == 3  # max_retries defaults to 2
+    assert trials[2].error == "WorkerCrashedError: the worker died"
+    assert sorted(n for n, *_ in recorder.of("trial_retried")) == [1, 1, 2, 2]
+    assert [s.number for s in backend.submitted].count(1) == 3
+    assert summary.counts[TrialState.COMPLETE] == 3
+    # Every trial counts once, whatever its attempts.
+    assert len(trials) == 4
+
+
+def test_errors_in_trial_code_are_not_retried_unless_asked(make_spec: Callable[..., Any]) -> None:
+    flaky = {
+        "trial": {"function": "examples.functions:flaky"},
+        "space": {"x": {"type": "float", "low": -2, "high": -1}},
+        "budget": {"max_trials": 2, "max_concurrent": 1},
+    }
+    backend = InProcessBackend()
+    run(make_spec(name="no-retry", **flaky), backend=backend)
+    assert [s.attempt for s in backend.submitted] == [0, 0]
+
+    backend = InProcessBackend()
+    trial = {**flaky["trial"], "retry_on_error": True, "max_retries": 1}
+    run(make_spec(name="retry", **{**flaky, "trial": trial}), backend=backend)
+    assert [s.attempt for s in backend.submitted] == [0, 1, 0, 1]
+
+
+def test_a_trial_past_its_timeout_is_cancelled_and_failed(make_spec: Callable[..., Any]) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.5
+        return now[0]
+
+    spec = make_spec(
+        trial={"function": "examples.functions:sleepy", "timeout": "3s"},
+        space={
+            "x": {"type": "float", "low": 0, "high": 1},
+            "seconds": {"type": "categorical", "choices": [60]},
+        },
+        budget={"max_trials": 2, "max_concurrent": 2, "max_failures": 5},
+    )
+    backend = InProcessBackend()
+    summary, _ = run(spec, backend=backend, clock=clock)
+    assert sorted(backend.cancelled) == [0, 1]
+    assert summary.counts[TrialState.FAILED] == 2
+    assert all(t.error == "timed out after 3s (trial.timeout)" for t in records(load_study(spec)))
+
+
+def test_command_trials_run_through_the_loop(make_spec: Callable[..., Any], tmp_path: Path) -> None:
+    spec = make_spec(
+        objective={"metric": "val_loss", "direction": "minimize"},
+        space={
+            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        },
+        trial={
+            "command": ["python", "train.py", "--epochs", "3", "--epoch-seconds", "0"],
+            "workdir": "examples/command",
+            "metric_definitions": [{"name": "val_loss", "regex": r"val_loss=([0-9.eE+-]+)"}],
+        },
+        budget={"max_trials": 4, "max_concurrent": 2},
+    )
+    summary, recorder = run(spec)
+    assert summary.counts[TrialState.COMPLETE] == 4
+    steps = [(n, step) for n, step, _ in recorder.of("trial_reported")]
+    for number in range(4):
+        assert [s for n, s in steps if n == number] == [0, 1, 2]
+    record = records(load_study(spec))[0]
+    assert record.log is not None
+    assert "epoch=2 val_loss=" in record.log

@@ -13,11 +13,14 @@ import importlib
 import json
 import math
 import os
+import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -193,9 +196,16 @@ def run_command(
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     argv += command_arguments(params)
+    workdir = entry.workdir if entry.workdir and os.path.isdir(entry.workdir) else None
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
+    if program is None or not os.access(os.path.join(workdir or "", program), os.X_OK):
+        return TrialResult(
+            TrialStatus.FAILED,
+            error=f"cannot run {entry.argv[0]!r}: not an executable program on the PATH "
+            "or relative to the trial's workdir",
+        )
     if sys.platform.startswith("linux"):
         argv = [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
-    workdir = entry.workdir if entry.workdir and os.path.isdir(entry.workdir) else None
     parser = MetricParser(entry.metric_definitions)
     log = OutputLog()
     with tempfile.TemporaryDirectory(prefix="tuner-trial-") as scratch:
@@ -223,8 +233,7 @@ def run_command(
         except OSError as exc:
             return TrialResult(TrialStatus.FAILED, error=f"cannot start {entry.argv[0]!r}: {exc}")
         try:
-            assert process.stdout is not None
-            for line in process.stdout:
+            for line in _lines(process):
                 log.write(line)
                 for name, step, value in parser.feed(line):
                     reporter(step, {name: value})
@@ -242,6 +251,34 @@ def run_command(
             log=output,
         )
     return TrialResult(TrialStatus.COMPLETED, parser.last, log=output)
+
+
+def _lines(process: subprocess.Popen[str]) -> Iterator[str]:
+    """The process's output lines as they come.
+
+    A helper thread reads the pipe, so this thread never blocks for long: Ray cancels a task
+    by raising ``KeyboardInterrupt`` between bytecodes, which a blocking read would delay until
+    the next line.
+    """
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                lines.put(line)
+        finally:
+            lines.put(None)
+
+    threading.Thread(target=pump, name="tuner-command-output", daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            return
+        yield line
 
 
 def stop_process_group(process: subprocess.Popen[str], grace: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,17 @@ from typing import Any
 import pytest
 
 from backends.ray import RayBackend, RayConfig
-from tuner.backend import BackendContext, FunctionEntry, TrialSpec, TrialStatus, TrialUpdate
+from tuner.backend import (
+    BackendContext,
+    CommandEntry,
+    ErrorKind,
+    FunctionEntry,
+    MetricDefinition,
+    Resources,
+    TrialSpec,
+    TrialStatus,
+    TrialUpdate,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -101,3 +113,79 @@ def test_capacity_is_the_studys_concurrency(backend: RayBackend) -> None:
         backend.reattach(backend.submit(trial(0, "examples.functions:quadratic", x=1.0))) is False
     )
     collect(backend, {0})
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TESTS = str(Path(__file__).resolve().parents[1])
+
+
+def test_command_trials_stream_metric_lines_in_order(backend: RayBackend) -> None:
+    definitions = (MetricDefinition("loss", r" loss=([0-9.eE+-]+)"),)
+    entry = CommandEntry(("python", str(SCRIPTS / "chatty.py")), definitions, str(SCRIPTS))
+    for number in range(2):
+        backend.submit(TrialSpec("ray-test", number, {"lines": 50}, entry, "loss"))
+    updates = collect(backend, {0, 1})
+    for number in range(2):
+        mine = [u for u in updates if u.trial == number]
+        assert [u.step for u in mine[:-1]] == list(range(50))
+        assert mine[-1].status is TrialStatus.COMPLETED
+        assert mine[-1].metrics["loss"] == pytest.approx(1 / 50, rel=1e-3)
+        assert mine[-1].log is not None
+        assert mine[-1].log.count("\n") == 50
+
+
+def test_a_cancelled_command_trial_leaves_no_process(backend: RayBackend, tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    entry = CommandEntry(
+        ("python", str(SCRIPTS / "spawn_and_wait.py")),
+        (MetricDefinition("loss", r"loss=([0-9.]+)"),),
+        str(SCRIPTS),
+    )
+    spec = TrialSpec("ray-test", 0, {}, entry, "loss", env={"PIDS_TO": str(pids_file)})
+    handle = backend.submit(spec)
+    updates = []
+    while not any(u.status is TrialStatus.RUNNING for u in updates):
+        updates += backend.poll(0.5)  # the first metric line: the processes are up
+    pids = [int(p) for p in pids_file.read_text().split()]
+    backend.cancel(handle)
+    (final,) = [u for u in collect(backend, {0}) if u.status.is_finished()]
+    assert final.status is TrialStatus.CANCELLED
+    assert not any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in pids)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_worker_is_an_infrastructure_failure(backend: RayBackend, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    entry = FunctionEntry("trial_functions:write_pid_and_wait", (TESTS,))
+    backend.submit(TrialSpec("ray-test", 0, {"pid_file": str(pid_file)}, entry, "loss"))
+    while not pid_file.exists():
+        assert backend.poll(0.2) == []
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    (final,) = [u for u in collect(backend, {0}) if u.status.is_finished()]
+    assert final.status is TrialStatus.FAILED
+    assert final.error_kind is ErrorKind.INFRA
+    # The study resubmits it (attempt 1): the same function now finds its pid file and returns.
+    backend.submit(TrialSpec("ray-test", 0, {"pid_file": str(pid_file)}, entry, "loss", attempt=1))
+    (final,) = [u for u in collect(backend, {0}) if u.status.is_finished()]
+    assert final.status is TrialStatus.COMPLETED
+
+
+def test_max_concurrent_beyond_the_cluster_is_clamped(ray_cluster: Any, tmp_path: Path) -> None:
+    context = BackendContext("ray-test", tmp_path, max_concurrent=8, resources=Resources(cpus=1))
+    backend = RayBackend(RayConfig(), context)
+    try:
+        assert backend.capacity == 2  # the session cluster has 2 CPUs
+    finally:
+        backend.close()
+    half = BackendContext("ray-test", tmp_path, max_concurrent=8, resources=Resources(cpus=0.5))
+    backend = RayBackend(RayConfig(), half)
+    try:
+        assert backend.capacity == 4
+    finally:
+        backend.close()

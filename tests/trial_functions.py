@@ -1,0 +1,28 @@
+"""Trial functions the tests run on real workers (importable from the tests folder)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+
+def write_pid_and_wait(params: dict[str, Any]) -> float:
+    """Writes the worker's pid to ``params["pid_file"]`` (first attempt only), then waits."""
+    pid_file = Path(params["pid_file"])
+    if not pid_file.exists():
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(600)
+    return float(params.get("x", 1.0))
+
+
+def where_am_i(params: dict[str, Any]) -> dict[str, float]:
+    """Sleeps a little and reports; the node is recorded by the backend."""
+    time.sleep(float(params.get("seconds", 0.5)))
+    return {"loss": float(params["x"]) ** 2, "pid": float(os.getpid())}
+
+
+def host(params: dict[str, Any]) -> float:
+    return float(len(socket.gethostname()))

@@ -37,6 +37,9 @@ from tuner.trial_runner import TrialResult, run_trial
 
 _log = logging.getLogger(__name__)
 
+REPORT_INTERVAL = 0.1
+"""Seconds between drains of intermediate reports while trials run."""
+
 _INFRA_ERRORS = (
     "WorkerCrashedError",
     "NodeDiedError",
@@ -105,8 +108,12 @@ def _execute(
     env: dict[str, str],
     grace: float,
     sink: Any,
-) -> tuple[TrialResult, str]:
-    """Runs on a Ray worker: the trial, then a wait for its last report to be delivered."""
+) -> tuple[TrialResult, str, bool]:
+    """Runs on a Ray worker: the trial, then a wait for its last report to be delivered.
+
+    Returns the result, the node, and whether the trial reported anything (only then does the
+    orchestrator need to drain the sink before it handles the result).
+    """
     import ray
 
     last: list[Any] = []
@@ -118,7 +125,7 @@ def _execute(
     if last:
         ray.get(last[0])
     node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
-    return result, node
+    return result, node, bool(last)
 
 
 class RayBackend:
@@ -155,6 +162,7 @@ class RayBackend:
         self._live: dict[int, tuple[Any, int, float]] = {}
         """Running trials: their task, attempt, and the grace they get when cancelled."""
         self._cancelled: dict[int, float] = {}
+        self._drained_at = 0.0
 
     def _fit(self, wanted: int, resources: Resources) -> int:
         """``wanted``, or as many trials as the cluster's nodes can hold at once if fewer."""
@@ -228,22 +236,48 @@ class RayBackend:
             ready, _ = ray.wait(pending, num_returns=1, timeout=timeout)
             if ready:
                 ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
-        updates = [
-            TrialUpdate(number, TrialStatus.RUNNING, metrics, step)
-            for number, attempt, step, metrics in ray.get(self._sink.drain.remote())
-            if number in self._live and self._live[number][1] == attempt
-        ]
-        updates.extend(self._finish(ref) for ref in ready)
+        outcomes = self._outcomes(ready)
+        updates: list[TrialUpdate] = []
+        # Reports are drained at most every REPORT_INTERVAL while trials run, and at once when
+        # a finished trial had reported: its reports must come before its result.
+        now = time.monotonic()
+        reported = any(isinstance(o, tuple) and o[2] for o in outcomes.values())
+        if reported or (self._live and now - self._drained_at >= REPORT_INTERVAL):
+            self._drained_at = now
+            updates = [
+                TrialUpdate(number, TrialStatus.RUNNING, metrics, step)
+                for number, attempt, step, metrics in ray.get(self._sink.drain.remote())
+                if number in self._live and self._live[number][1] == attempt
+            ]
+        updates.extend(self._finish(ref, outcome) for ref, outcome in outcomes.items())
         self._escalate_cancels()
         return updates
 
-    def _finish(self, ref: Any) -> TrialUpdate:
+    def _outcomes(self, ready: list[Any]) -> dict[Any, Any]:
+        """What each finished task returned, or the Ray error it raised."""
+        ray = self._ray
+        if not ready:
+            return {}
+        try:
+            return dict(zip(ready, ray.get(ready), strict=True))
+        except ray.exceptions.RayError:
+            outcomes: dict[Any, Any] = {}
+            for ref in ready:
+                try:
+                    outcomes[ref] = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    outcomes[ref] = exc
+            return outcomes
+
+    def _finish(self, ref: Any, outcome: Any) -> TrialUpdate:
         ray = self._ray
         number = self._refs.pop(ref)
         del self._live[number]
         cancelled = self._cancelled.pop(number, None) is not None
         try:
-            result, node = ray.get(ref)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            result, node, _ = outcome
         except ray.exceptions.RayError as exc:
             if cancelled or isinstance(exc, ray.exceptions.TaskCancelledError):
                 return TrialUpdate(number, TrialStatus.CANCELLED)

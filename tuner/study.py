@@ -242,6 +242,12 @@ class _Loop:
         self.message: str | None = None
         self.started_at = self.clock()
         self.concurrency = max(1, min(self.spec.budget.max_concurrent, backend.capacity))
+        self.queued: list[dict[str, Any]] = []
+        """Configurations queued again (interrupted trials) that have not started yet."""
+        sampler.pending = self._pending_configs
+
+    def _pending_configs(self) -> list[dict[str, Any]]:
+        return [dict(r.record.params) for r in self.running.values()] + self.queued
 
     def _emit(self, event: str, *args: Any) -> None:
         for listener in self.listeners:
@@ -258,6 +264,9 @@ class _Loop:
             record = TrialRecord.from_optuna(frozen, study_attrs)
             if frozen.state == OptunaState.RUNNING:
                 self._recover(frozen, record)
+                continue
+            if frozen.state == OptunaState.WAITING:
+                self.queued.append(dict(frozen.system_attrs.get("fixed_params", {})))
                 continue
             if record.state.is_finished():
                 self.tally.add(record)
@@ -303,6 +312,7 @@ class _Loop:
         storage.set_trial_state_values(trial_id, OptunaState.FAIL)
         if params:
             self.study.enqueue_trial(params, skip_if_exists=False)
+            self.queued.append(params)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -382,6 +392,8 @@ class _Loop:
     def _launch(self) -> None:
         trial = self.study.ask()
         params = self.spec.search_space.suggest(trial)
+        if params in self.queued:
+            self.queued.remove(params)
         record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
         try:
             handle = self.backend.submit(self._trial_spec(trial.number, params, 0))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,6 +85,9 @@ class PendingAwareSampler(BaseSampler):
         self.engine = engine
         self._rng = np.random.default_rng(seed)
         self._distributions = space.distributions()
+        self.pending: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+        """Where pending configurations come from: the study loop, which knows them, sets it;
+        otherwise they are read from the storage."""
 
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
@@ -95,7 +98,10 @@ class PendingAwareSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         config = self._propose(study, trial)
-        pending = pending_keys(study, exclude=trial.number)
+        if self.pending is not None:
+            pending = {config_key(c) for c in self.pending()}
+        else:
+            pending = pending_keys(study, exclude=trial.number)
         for _ in range(_MAX_REDRAWS):
             if config_key(config) not in pending:
                 break

@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 # requirement (or a bare `torch` pulled in by the `gp` extra) would fetch a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 EXTRAS := dev,gp,plots,sagemaker
+BENCH_STAMP := $(VENV)/.installed-bench
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 export RAY_USAGE_STATS_ENABLED := 0
@@ -28,6 +29,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The peers (Ray Tune, optuna-integration) are only needed here, not for the tests.
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -e '.[$(EXTRAS),bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,3 +26,17 @@ def where_am_i(params: dict[str, Any]) -> dict[str, float]:
 
 def host(params: dict[str, Any]) -> float:
     return float(len(socket.gethostname()))
+
+
+def logs_into_its_own_run(params: dict[str, Any]) -> dict[str, float]:
+    """Logs with MLflow's fluent API: MLFLOW_RUN_ID from tuner points it at this trial's run."""
+    import mlflow
+
+    import tuner
+
+    with mlflow.start_run():
+        mlflow.log_metric("from_inside", float(params["x"]))
+    print(f"training with {params}")
+    for step in range(3):
+        tuner.report(step=step, loss=float(params["x"]) ** 2 + 1.0 / (step + 1))
+    return {"loss": float(params["x"]) ** 2}

@@ -204,6 +204,73 @@ def best(
 
 
 @app.command()
+def sync(study: StudyArg) -> None:
+    """Write to MLflow whatever a study's runs are missing (after the server was away)."""
+    from tuner.tracking import sync_study
+
+    spec = _find(study)
+    try:
+        report = sync_study(spec)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(
+        f"[bold]{spec.name}[/]: replayed {report.replayed} saved writes, created "
+        f"{report.created} runs, closed {report.closed}"
+        + (f"; [red]{report.unwritten} writes still pending[/]" if report.unwritten else ""),
+        highlight=False,
+    )
+    if report.unwritten:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def ui(
+    study: StudyArg,
+    port: Annotated[int, typer.Option(help="Port of the local MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address the UI listens on.")] = "127.0.0.1",
+) -> None:
+    """Open the MLflow UI on a study's tracking store (or print its URL for a server)."""
+    import subprocess
+
+    from tuner.records import Attr
+    from tuner.tracking import resolve_tracking_uri
+
+    spec = _find(study)
+    if spec.tracking.mlflow is None:
+        _fail(f"study `{spec.name}` has MLflow tracking turned off")
+    stored = _load_study(spec).user_attrs.get(Attr.TRACKING_URI)
+    uri = stored or resolve_tracking_uri(spec.tracking.mlflow.tracking_uri)
+    experiment = spec.tracking.mlflow.experiment or spec.name
+    if uri.startswith(("http://", "https://")):
+        console.print(f"The study's runs are on {uri} (experiment [bold]{experiment}[/])")
+        return
+    env = dict(os.environ)
+    if uri.startswith("file:") or "://" not in uri:
+        env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    console.print(
+        f"MLflow UI for [bold]{spec.name}[/] (experiment {experiment}) on "
+        f"[bold]http://{host}:{port}[/] — Ctrl-C stops it",
+        highlight=False,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    try:
+        raise typer.Exit(subprocess.call(command, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the study spec (for editor completion)."""
     from tuner.spec import spec_json_schema

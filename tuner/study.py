@@ -63,6 +63,7 @@ class _Running:
     record: TrialRecord
     handle: TrialHandle
     started_at: float
+    env: dict[str, str] = field(default_factory=dict)
     attempt: int = 0
     retries: list[str] = field(default_factory=list)
     last_step: int = -1
@@ -161,8 +162,7 @@ class Study:
         self.engine = sampler.engine
         study = open_study(spec, sampler, storage)
         study.set_user_attr(Attr.ENGINE, sampler.engine)
-        if self._storage is None and not spec.storage.url:
-            save_spec(spec)
+        save_spec(spec)
 
         owns_backend = self._backend is None
         backend = self._backend or create_backend(
@@ -200,11 +200,23 @@ class Study:
             config = self.spec.tracking.mlflow
             tracker = None
             if config is not None:
-                tracker = MlflowTracker(config, keep_run_id=_run_id_keeper(study))
+                tracker = MlflowTracker(
+                    config,
+                    keep_run_id=_run_id_keeper(study),
+                    study_dir=location(self.spec).root,
+                    load_study=lambda: _reload(study),
+                )
         self.tracking_uri = getattr(tracker, "tracking_uri", None)
         if self.tracking_uri:
             study.set_user_attr(Attr.TRACKING_URI, self.tracking_uri)
         return [*([tracker] if tracker is not None else []), *self._extra_listeners]
+
+
+def _reload(study: optuna.Study) -> optuna.Study:
+    """A fresh handle on ``study`` for another thread (the tracker's end-of-study plots)."""
+    import optuna
+
+    return optuna.load_study(study_name=study.study_name, storage=study._storage)  # noqa: SLF001
 
 
 def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
@@ -259,11 +271,14 @@ class _Loop:
         from optuna.trial import TrialState as OptunaState
 
         known: list[TrialRecord] = []
+        interrupted: list[TrialRecord] = []
         study_attrs = self.study.user_attrs
         for frozen in self.study.get_trials(deepcopy=False):
             record = TrialRecord.from_optuna(frozen, study_attrs)
             if frozen.state == OptunaState.RUNNING:
-                self._recover(frozen, record)
+                if not self._recover(frozen, record):
+                    interrupted.append(replace(record, state=TrialState.CANCELLED))
+                    known.append(interrupted[-1])
                 continue
             if frozen.state == OptunaState.WAITING:
                 self.queued.append(dict(frozen.system_attrs.get("fixed_params", {})))
@@ -286,8 +301,12 @@ class _Loop:
                 backend=self.spec.backend.type,
             ),
         )
+        for record in interrupted:  # their runs, left open by a killed orchestrator, close
+            self._emit("trial_finished", record)
 
-    def _recover(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> None:
+    def _recover(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> bool:
+        """Follows a trial an earlier run left running if the backend can; else queues it
+        again. Returns whether it is followed."""
         handle_json = frozen.user_attrs.get(Attr.HANDLE)
         if handle_json:
             handle = TrialHandle.from_json(handle_json)
@@ -300,9 +319,10 @@ class _Loop:
                     trial, record, handle, self.clock(), attempt=attempt
                 )
                 _log.info("trial %d is still running; following it", frozen.number)
-                return
+                return True
         _log.info("trial %d was interrupted; queueing it again", frozen.number)
         self._requeue(frozen._trial_id, frozen.number, dict(frozen.params))  # noqa: SLF001
+        return False
 
     def _requeue(self, trial_id: int, number: int, params: dict[str, Any]) -> None:
         from optuna.trial import TrialState as OptunaState
@@ -377,7 +397,9 @@ class _Loop:
                 return
             self._launch()
 
-    def _trial_spec(self, number: int, params: dict[str, Any], attempt: int) -> TrialSpec:
+    def _trial_spec(
+        self, number: int, params: dict[str, Any], attempt: int, env: dict[str, str]
+    ) -> TrialSpec:
         return TrialSpec(
             study=self.spec.name,
             number=number,
@@ -385,9 +407,25 @@ class _Loop:
             entry=self.spec.trial.entry,
             objective=self.spec.objective.metric,
             resources=self.spec.trial.resources.to_resources(),
-            env=dict(self.spec.trial.env),
+            env=env,
             attempt=attempt,
         )
+
+    def _environment(self, number: int) -> dict[str, str]:
+        """The trial's environment: the spec's, then what listeners add (MLflow's run id)."""
+        env = {
+            "TUNER_STUDY": self.spec.name,
+            "TUNER_TRIAL": str(number),
+            **self.spec.trial.env,
+        }
+        for listener in self.listeners:
+            provide = getattr(listener, "trial_environment", None)
+            if provide is not None:
+                try:
+                    env.update(provide(number))
+                except Exception:
+                    _log.exception("ignored error in %s.trial_environment", listener)
+        return env
 
     def _launch(self) -> None:
         trial = self.study.ask()
@@ -395,17 +433,18 @@ class _Loop:
         if params in self.queued:
             self.queued.remove(params)
         record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
+        env = self._environment(trial.number)
         try:
-            handle = self.backend.submit(self._trial_spec(trial.number, params, 0))
+            handle = self.backend.submit(self._trial_spec(trial.number, params, 0, env))
         except Exception as exc:
             _log.warning("trial %d could not be submitted: %s", trial.number, exc)
             handle = TrialHandle(self.spec.backend.type, trial.number)
-            running = _Running(trial, record, handle, self.clock())
+            running = _Running(trial, record, handle, self.clock(), env)
             self._emit("trial_started", record)
             self._fail(running, f"submitting to the backend failed: {exc}", None, None)
             return
         trial.set_user_attr(Attr.HANDLE, handle.to_json())
-        self.running[trial.number] = _Running(trial, record, handle, self.clock())
+        self.running[trial.number] = _Running(trial, record, handle, self.clock(), env)
         self._emit("trial_started", record)
 
     def _retry(self, running: _Running, update: Any) -> bool:
@@ -421,7 +460,9 @@ class _Loop:
         trial = running.trial
         params = dict(running.record.params)
         try:
-            handle = self.backend.submit(self._trial_spec(trial.number, params, running.attempt))
+            handle = self.backend.submit(
+                self._trial_spec(trial.number, params, running.attempt, running.env)
+            )
         except Exception as exc:
             running.retries.append(f"submitting to the backend failed: {exc}")
             return False

@@ -2,26 +2,51 @@
 
 Everything is written through ``MlflowClient`` with explicit run ids (never MLflow's global
 fluent API) by one background thread, so the study loop never waits on the tracking server.
-Run ids are kept in the study's optuna storage as soon as MLflow hands them out; a resumed
-study writes into the runs it already has.
+
+Nothing is lost when the server is away: a write that fails goes to a backlog, and every later
+write queues behind it (so a run's writes keep their order); the backlog is retried until the
+server answers. What is still unwritten when the study ends is saved to the study's folder
+(``mlflow-pending.jsonl``) and written by ``tuner sync`` or the next ``tuner resume``. Run ids
+are kept in the study store as soon as MLflow hands them out, so a resumed study writes into the
+runs it already has.
+
+To let code inside a trial log into its own run (``mlflow.log_metric``, ``mlflow.autolog()``),
+the writer keeps a few child runs created ahead of need; a starting trial takes one, and its
+``MLFLOW_RUN_ID`` is in the trial's environment from its first line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
 
 if TYPE_CHECKING:
+    import optuna
+
     from tuner.spec import MlflowTracking, StudySpec
 
 _log = logging.getLogger(__name__)
+
+PENDING_FILE = "mlflow-pending.jsonl"
+"""Writes that could not reach MLflow before the study ended, one JSON object a line."""
+POOL_STATE = "POOL"
+"""``tuner.state`` of a child run created ahead of need and not yet taken by a trial."""
+_BATCH_LIMIT = 1000
+"""Metrics in one ``log_batch`` call (MLflow's own limit)."""
+RETRY_INTERVAL = 5.0
+"""Seconds between attempts to write the backlog while the tracking server is away."""
+FLUSH_TIMEOUT = 30.0
+"""Seconds the tracker keeps trying at the end of a study before it saves the backlog."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,10 @@ class StudyListener(Protocol):
 
     def study_started(self, start: StudyStart) -> None:
         """The study is about to launch trials."""
+
+    def trial_environment(self, number: int) -> Mapping[str, str]:
+        """Environment variables for a trial about to be submitted."""
+        return {}
 
     def trial_started(self, record: TrialRecord) -> None:
         """A trial was submitted to the backend."""
@@ -70,6 +99,9 @@ class NullListener:
 
     def study_started(self, start: StudyStart) -> None:
         return None
+
+    def trial_environment(self, number: int) -> Mapping[str, str]:
+        return {}
 
     def trial_started(self, record: TrialRecord) -> None:
         return None
@@ -105,7 +137,17 @@ _STATUS = {
 
 
 @dataclass
-class _WriterState:
+class _Op:
+    """One write, as data: it can wait in the backlog and be saved for ``tuner sync``."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """What the writer thread knows; only it touches this."""
+
     experiment_id: str | None = None
     parent_run_id: str | None = None
     run_ids: dict[int, str] = field(default_factory=dict)
@@ -118,7 +160,11 @@ class MlflowTracker(NullListener):
     Args:
         config: the ``tracking.mlflow`` section of the spec.
         keep_run_id: stores each run id as soon as it exists (the study passes its storage).
-        retries: attempts per write before it is given up with a warning.
+        study_dir: where unwritten writes are saved when the study ends (none: kept in memory).
+        load_study: gives the optuna study for the end-of-study plots and trials table.
+        runs_ahead: create child runs ahead of need, so each trial starts with its run id.
+        retry_interval: seconds between attempts to write the backlog.
+        flush_timeout: how long :meth:`close` keeps trying before it saves the backlog.
 
     Example:
         >>> from tuner.spec import MlflowTracking
@@ -131,7 +177,11 @@ class MlflowTracker(NullListener):
         config: MlflowTracking,
         keep_run_id: RunIdSink | None = None,
         *,
-        retries: int = 5,
+        study_dir: Path | None = None,
+        load_study: Callable[[], optuna.Study] | None = None,
+        retry_interval: float | None = None,
+        flush_timeout: float | None = None,
+        runs_ahead: bool = True,
     ):
         from mlflow.tracking import MlflowClient
 
@@ -139,248 +189,537 @@ class MlflowTracker(NullListener):
         self._config = config
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         self._keep_run_id = keep_run_id or (lambda number, run_id: None)
-        self._retries = retries
-        self._state = _WriterState()
+        self._study_dir = study_dir
+        self._load_study = load_study
+        self._retry_interval = RETRY_INTERVAL if retry_interval is None else retry_interval
+        self._flush_timeout = FLUSH_TIMEOUT if flush_timeout is None else flush_timeout
+        self._state = _State()
         self._common_tags: dict[str, str] = {}
-        self._progress_lock = threading.Lock()
-        self._latest_progress: StudySummary | None = None
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._queue: queue.Queue[_Op | None] = queue.Queue()
+        self._backlog: list[_Op] = []
+        self._lock = threading.Lock()
+        self._metrics: dict[int, list[tuple[str, float, int, int]]] = {}
+        self._metrics_queued = False
+        self._progress: StudySummary | None = None
+        self._pool: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._pool_target = 0
+        self._runs_ahead = runs_ahead
+        self._pooled = 0
+        self._claimed: dict[int, str] = {}
+        self._idle = threading.Condition()
+        self._pool_ready = threading.Condition()
+        self._busy = 0
+        self._closing = False
+        self.unwritten = 0
+        """Writes saved for ``tuner sync`` when the tracker closed."""
         self._thread = threading.Thread(target=self._work, name="tuner-mlflow", daemon=True)
         self._thread.start()
-        self.failed_writes = 0
 
-    # --- the writer thread ---------------------------------------------------------------
-
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                self._run(job)
-            finally:
-                self._queue.task_done()
-
-    def _run(self, job: Callable[[], None]) -> None:
-        delay = 0.2
-        for attempt in range(1, self._retries + 1):
-            try:
-                job()
-                return
-            except Exception as exc:  # the tracking server is a mirror: never stop the study
-                if attempt == self._retries:
-                    self.failed_writes += 1
-                    _log.warning("MLflow write failed %d times, giving up: %s", attempt, exc)
-                    return
-                _log.info("MLflow write failed (attempt %d), retrying: %s", attempt, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _keep(self, number: int | None, run_id: str) -> None:
-        """Hands a new run id to the study; a failure there must not repeat the MLflow write."""
-        try:
-            self._keep_run_id(number, run_id)
-        except Exception:
-            _log.warning(
-                "could not store MLflow run id %s of trial %s", run_id, number, exc_info=True
-            )
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        self._queue.put(job)
-
-    def flush(self) -> None:
-        """Waits until everything submitted so far is written (or given up)."""
-        self._queue.join()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    # --- events --------------------------------------------------------------------------
+    # --- events (the study loop's thread) --------------------------------------------------
 
     def study_started(self, start: StudyStart) -> None:
-        state = self._state
-        known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
         spec = start.spec
-        experiment = self._config.experiment or spec.name
         self._common_tags = {
             "tuner.study": spec.name,
             "tuner.strategy": spec.strategy.type,
             "tuner.engine": start.engine,
             "tuner.backend": start.backend,
         }
-        common = self._common_tags
-
-        def open_parent() -> None:
-            state.run_ids.update(known)
-            found = self._client.get_experiment_by_name(experiment)
-            if found is None:
-                state.experiment_id = self._client.create_experiment(experiment)
-            else:
-                state.experiment_id = found.experiment_id
-            if start.mlflow_parent_run_id:
-                state.parent_run_id = start.mlflow_parent_run_id
-                self._client.update_run(state.parent_run_id, status="RUNNING")
-                return
-            run = self._client.create_run(
-                state.experiment_id,
-                run_name=spec.name,
-                tags={
-                    **common,
-                    "tuner.objective": spec.objective.metric,
-                    "tuner.direction": spec.objective.direction.value,
+        self._pool_target = spec.budget.max_concurrent + 2 if self._runs_ahead else 0
+        known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
+        self._submit(_Op("known_runs", {"runs": known}))
+        self._submit(
+            _Op(
+                "open_parent",
+                {
+                    "experiment": self._config.experiment or spec.name,
+                    "parent_run_id": start.mlflow_parent_run_id,
+                    "name": spec.name,
+                    "tags": {
+                        **self._common_tags,
+                        "tuner.objective": spec.objective.metric,
+                        "tuner.direction": spec.objective.direction.value,
+                    },
+                    "params": {
+                        "strategy": spec.strategy.type,
+                        "engine": start.engine,
+                        "seed": start.seed,
+                        "objective": spec.objective.metric,
+                        "direction": spec.objective.direction.value,
+                        **{f"budget.{k}": v for k, v in spec.budget.model_dump().items()},
+                    },
+                    "spec": spec.to_yaml(),
                 },
             )
-            state.parent_run_id = run.info.run_id
-            self._keep(None, state.parent_run_id)
+        )
+        self._replay_saved()
+        self._wait_for_pool(spec.budget.max_concurrent)
 
-        def log_study() -> None:
-            from mlflow.entities import Param
+    def _wait_for_pool(self, count: int, timeout: float = 15.0) -> None:
+        """Waits (once, at the start) until the first trials can each have a run ready."""
+        deadline = time.monotonic() + timeout
+        count = min(count, self._pool_target)
+        with self._pool_ready:
+            while self._pool.qsize() < count and not self._backlog:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    _log.warning("MLflow is slow to answer; the first trials start without runs")
+                    return
+                self._pool_ready.wait(remaining)
 
-            if state.parent_run_id is None or start.mlflow_parent_run_id:
-                return
-            params = {
-                "strategy": spec.strategy.type,
-                "engine": start.engine,
-                "seed": start.seed,
-                "objective": spec.objective.metric,
-                "direction": spec.objective.direction.value,
-                **{f"budget.{k}": v for k, v in spec.budget.model_dump().items()},
-            }
-            self._client.log_batch(
-                state.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()]
-            )
-            self._client.log_text(state.parent_run_id, spec.to_yaml(), "spec.yaml")
-
-        self._submit(open_parent)
-        self._submit(log_study)
+    def trial_environment(self, number: int) -> Mapping[str, str]:
+        """``MLFLOW_TRACKING_URI`` and, when a run is ready, the trial's ``MLFLOW_RUN_ID``."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        try:
+            run_id = self._pool.get_nowait()
+        except queue.Empty:
+            return env  # the server is slow or away: the trial's run is created when it can be
+        self._claimed[number] = run_id
+        env["MLFLOW_RUN_ID"] = run_id
+        return env
 
     def trial_started(self, record: TrialRecord) -> None:
-        state = self._state
-        common = self._common_tags
-
-        def create_child() -> None:
-            if record.number in state.run_ids or state.experiment_id is None:
-                return
-            run = self._client.create_run(
-                state.experiment_id,
-                run_name=f"trial-{record.number:04d}",
-                tags={
-                    **common,
-                    "mlflow.parentRunId": state.parent_run_id or "",
-                    "tuner.trial": str(record.number),
-                    "tuner.state": TrialState.RUNNING.value,
+        self._submit(
+            _Op(
+                "open_child",
+                {
+                    "number": record.number,
+                    "run_id": self._claimed.pop(record.number, None),
+                    "params": {k: str(v) for k, v in record.params.items()},
+                    "tags": self._common_tags,
                 },
             )
-            state.run_ids[record.number] = run.info.run_id
-            self._keep(record.number, run.info.run_id)
-
-        def log_params() -> None:
-            from mlflow.entities import Param
-
-            run_id = state.run_ids.get(record.number)
-            if run_id is not None:
-                params = [Param(k, str(v)) for k, v in record.params.items()]
-                self._client.log_batch(run_id, params=params)
-
-        self._submit(create_child)
-        self._submit(log_params)
+        )
 
     def trial_reported(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
-        state = self._state
         stamp = _now_ms()
-
-        def log_metrics() -> None:
-            from mlflow.entities import Metric
-
-            run_id = state.run_ids.get(number)
-            if run_id is None:
+        with self._lock:
+            buffer = self._metrics.setdefault(number, [])
+            buffer.extend((k, float(v), stamp, step) for k, v in metrics.items())
+            if self._metrics_queued:
                 return
-            state.last_step[number] = max(step, state.last_step.get(number, 0))
-            self._client.log_batch(
-                run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()]
-            )
-
-        self._submit(log_metrics)
+            self._metrics_queued = True
+        self._submit(_Op("metrics"))
 
     def trial_finished(self, record: TrialRecord) -> None:
-        state = self._state
-        stamp = _now_ms()
-        end = int(record.finished.timestamp() * 1000) if record.finished else stamp
-
-        def close_child() -> None:
-            from mlflow.entities import Metric, RunTag
-
-            run_id = state.run_ids.get(record.number)
-            if run_id is None:
-                return
-            step = state.last_step.get(record.number, 0)
-            tags = {"tuner.state": record.state.value, "tuner.attempts": str(record.attempts)}
-            if record.node:
-                tags["tuner.node"] = record.node
-            if record.error:
-                tags["tuner.error"] = record.error[:5000]
-            self._client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), stamp, step) for k, v in record.metrics.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
+        self.trial_reported_flush()
+        end = int(record.finished.timestamp() * 1000) if record.finished else _now_ms()
+        tags = {"tuner.state": record.state.value, "tuner.attempts": str(record.attempts)}
+        if record.node:
+            tags["tuner.node"] = record.node
+        if record.error:
+            tags["tuner.error"] = record.error[:5000]
+        self._submit(
+            _Op(
+                "close_child",
+                {
+                    "number": record.number,
+                    "metrics": dict(record.metrics),
+                    "tags": tags,
+                    "traceback": record.traceback,
+                    "log": record.log,
+                    "status": _STATUS.get(record.state, "FINISHED"),
+                    "end": end,
+                },
             )
-            if record.traceback:
-                self._client.log_text(run_id, record.traceback, "error.txt")
-            if record.log:
-                self._client.log_text(run_id, record.log, "logs/trial.log")
-            self._client.set_terminated(run_id, _STATUS.get(record.state, "FINISHED"), end)
+        )
 
-        self._submit(close_child)
+    def trial_reported_flush(self) -> None:
+        """Queues buffered intermediate metrics ahead of what comes next."""
+        with self._lock:
+            if not self._metrics or self._metrics_queued:
+                return
+            self._metrics_queued = True
+        self._submit(_Op("metrics"))
 
     def study_progress(self, summary: StudySummary) -> None:
         """Updates the parent run with counts and the best trial so far.
 
         Updates coalesce: while one is waiting to be written, a newer summary replaces it.
         """
-        with self._progress_lock:
-            pending = self._latest_progress is not None
-            self._latest_progress = summary
-        if not pending:
-            self._submit(self._write_progress)
+        with self._lock:
+            queued = self._progress is not None
+            self._progress = summary
+        if not queued:
+            self._submit(_Op("progress"))
 
-    def _write_progress(self) -> None:
+    def study_finished(self, summary: StudySummary) -> None:
+        self.study_progress(summary)
+        reason = summary.stop_reason
+        self._submit(_Op("artifacts"))
+        self._submit(
+            _Op(
+                "close_parent",
+                {
+                    "stop_reason": str(reason and reason.value),
+                    "status": "KILLED" if reason is StopReason.INTERRUPTED else "FINISHED",
+                },
+            )
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every write so far is done (or in the backlog); says whether it is done."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._busy or not self._queue.empty():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining if remaining is not None else 0.5)
+        return not self._backlog
+
+    def close(self) -> None:
+        """Writes what it can within ``flush_timeout``, saves the rest, stops the thread."""
+        self._pool_target = 0
+        self._submit(_Op("drain_pool"))
+        deadline = time.monotonic() + self._flush_timeout
+        self.flush(self._flush_timeout)
+        while self._backlog and time.monotonic() < deadline:
+            self._submit(_Op("retry"))
+            self.flush(max(0.0, deadline - time.monotonic()))
+            if self._backlog:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        self._closing = True
+        self._queue.put(None)
+        self._thread.join()
+        self._save_backlog()
+
+    # --- the writer thread -------------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> None:
+        with self._idle:
+            self._busy += 1
+        self._queue.put(op)
+
+    def _work(self) -> None:
+        last_try = 0.0
+        while True:
+            timeout = self._retry_interval if self._backlog else 0.2
+            try:
+                op = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                op = _Op("idle")
+            if op is None:
+                return
+            try:
+                if op.kind == "retry" or (
+                    op.kind == "idle"
+                    and self._backlog
+                    and time.monotonic() - last_try > self._retry_interval
+                ):
+                    last_try = time.monotonic()
+                    self._write_backlog()
+                elif op.kind != "idle":
+                    self._take(op)
+                    if self._backlog:
+                        self._backlog.append(op)
+                    else:
+                        self._try(op)
+                if not self._backlog and op.kind in (
+                    "idle",
+                    "open_parent",
+                    "open_child",
+                    "drain_pool",
+                ):
+                    self._fill_pool()
+            finally:
+                if op.kind != "idle":
+                    with self._idle:
+                        self._busy -= 1
+                        self._idle.notify_all()
+
+    def _take(self, op: _Op) -> None:
+        """Moves buffered data into a coalescing op, so a retry re-sends exactly the same."""
+        if op.kind == "metrics" and "runs" not in op.data:
+            with self._lock:
+                taken, self._metrics = self._metrics, {}
+                self._metrics_queued = False
+            op.data["runs"] = {str(n): rows for n, rows in taken.items()}
+        elif op.kind == "progress" and "summary" not in op.data:
+            with self._lock:
+                summary, self._progress = self._progress, None
+            op.data["summary"] = _summary_data(summary) if summary else None
+
+    def _try(self, op: _Op) -> bool:
+        try:
+            self._apply(op)
+            return True
+        except Exception as exc:  # the tracking server is a mirror: never stop the study
+            _log.warning("MLflow write failed (%s); kept to retry: %s", op.kind, _short(exc))
+            self._backlog.append(op)
+            with self._pool_ready:
+                self._pool_ready.notify_all()
+            return False
+
+    def _write_backlog(self) -> None:
+        while self._backlog:
+            op = self._backlog[0]
+            try:
+                self._apply(op)
+            except Exception as exc:
+                _log.info("MLflow still unreachable (%s): %s", op.kind, _short(exc))
+                return
+            self._backlog.pop(0)
+        _log.warning("MLflow is reachable again; the backlog is written")
+
+    def _fill_pool(self) -> None:
+        state = self._state
+        if self._closing or state.experiment_id is None or state.parent_run_id is None:
+            return
+        try:
+            while self._pooled < self._pool_target:
+                run = self._client.create_run(
+                    state.experiment_id,
+                    run_name="trial-pending",
+                    tags={
+                        **self._common_tags,
+                        "mlflow.parentRunId": state.parent_run_id,
+                        "tuner.state": POOL_STATE,
+                    },
+                )
+                self._pool.put(run.info.run_id)
+                self._pooled += 1
+                with self._pool_ready:
+                    self._pool_ready.notify_all()
+        except Exception as exc:
+            _log.info("could not create a child run ahead of need: %s", _short(exc))
+
+    # --- applying ops (the writer thread) ----------------------------------------------------
+
+    def _apply(self, op: _Op) -> None:
+        getattr(self, f"_apply_{op.kind}")(op.data)
+
+    def _apply_known_runs(self, data: dict[str, Any]) -> None:
+        self._state.run_ids.update({int(n): r for n, r in data["runs"].items()})
+
+    def _apply_open_parent(self, data: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        state = self._state
+        client = self._client
+        if state.experiment_id is None:
+            found = client.get_experiment_by_name(data["experiment"])
+            if found is None:
+                state.experiment_id = client.create_experiment(data["experiment"])
+            else:
+                state.experiment_id = found.experiment_id
+        if state.parent_run_id is None and data.get("parent_run_id"):
+            state.parent_run_id = data["parent_run_id"]
+            client.update_run(state.parent_run_id, status="RUNNING")
+            self._delete_stale_pool()
+            return
+        if state.parent_run_id is None:
+            run = client.create_run(state.experiment_id, run_name=data["name"], tags=data["tags"])
+            state.parent_run_id = run.info.run_id
+            self._keep(None, state.parent_run_id)
+        params = [Param(k, str(v)) for k, v in data["params"].items()]
+        client.log_batch(state.parent_run_id, params=params)
+        client.log_text(state.parent_run_id, data["spec"], "spec.yaml")
+
+    def _delete_stale_pool(self) -> None:
+        """Deletes runs an earlier, killed orchestrator created ahead of need."""
+        state = self._state
+        assert state.experiment_id is not None
+        stale = self._client.search_runs(
+            [state.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{state.parent_run_id}' "
+            f"and tags.`tuner.state` = '{POOL_STATE}'",
+            max_results=1000,
+        )
+        for run in stale:
+            self._client.delete_run(run.info.run_id)
+
+    def _apply_open_child(self, data: dict[str, Any]) -> None:
+        from mlflow.entities import Param, RunTag
+
+        state = self._state
+        number = int(data["number"])
+        name = f"trial-{number:04d}"
+        tags = {**data["tags"], "tuner.trial": str(number), "tuner.state": "RUNNING"}
+        run_id = state.run_ids.get(number)
+        if run_id is None and data.get("run_id"):
+            run_id = data["run_id"]
+            self._pooled -= 1
+            tags["mlflow.runName"] = name
+        if run_id is None:
+            assert state.experiment_id is not None
+            run_id = (
+                self._find_child(number)
+                or self._client.create_run(
+                    state.experiment_id,
+                    run_name=name,
+                    tags={**tags, "mlflow.parentRunId": state.parent_run_id or ""},
+                ).info.run_id
+            )
+        if number not in state.run_ids:
+            state.run_ids[number] = run_id
+            self._keep(number, run_id)
+        self._client.log_batch(
+            run_id,
+            params=[Param(k, v) for k, v in data["params"].items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+
+    def _find_child(self, number: int) -> str | None:
+        """A child run of this trial that exists already (a create whose answer was lost)."""
+        state = self._state
+        assert state.experiment_id is not None
+        found = self._client.search_runs(
+            [state.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{state.parent_run_id}' "
+            f"and tags.`tuner.trial` = '{number}'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def _apply_metrics(self, data: dict[str, Any]) -> None:
+        # Metrics coalesce, so this op can come before the open_child of a trial that started
+        # after it was queued: such rows go back to the buffer, for that trial's close_child.
+        unknown = {n: rows for n, rows in data["runs"].items() if int(n) not in self._state.run_ids}
+        if unknown:
+            data["runs"] = {n: r for n, r in data["runs"].items() if n not in unknown}
+            with self._lock:
+                for n, rows in unknown.items():
+                    self._metrics[int(n)] = [*map(tuple, rows), *self._metrics.get(int(n), [])]
+        for number, rows in data["runs"].items():
+            self._log_rows(int(number), rows)
+
+    def _log_rows(self, number: int, rows: list[Any]) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self._state.run_ids[number]
+        steps = self._state.last_step
+        steps[number] = max([steps.get(number, 0), *(int(r[3]) for r in rows)])
+        metrics = [Metric(k, v, ts, step) for k, v, ts, step in rows if _finite(v)]
+        for start in range(0, len(metrics), _BATCH_LIMIT):
+            self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_LIMIT])
+
+    def _apply_close_child(self, data: dict[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag
 
-        with self._progress_lock:
-            summary, self._latest_progress = self._latest_progress, None
+        number = int(data["number"])
+        run_id = self._state.run_ids.get(number)
+        if run_id is None:
+            return
+        if "rows" not in data:
+            with self._lock:
+                data["rows"] = self._metrics.pop(number, [])
+        if data["rows"]:
+            self._log_rows(number, data["rows"])
+        step = self._state.last_step.get(number, 0)
+        self._client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, float(v), data["end"], step)
+                for k, v in data["metrics"].items()
+                if _finite(v)
+            ],
+            tags=[RunTag(k, v) for k, v in data["tags"].items()],
+        )
+        if data.get("traceback"):
+            self._client.log_text(run_id, data["traceback"], "error.txt")
+        if data.get("log"):
+            self._client.log_text(run_id, data["log"], "logs/trial.log")
+        self._client.set_terminated(run_id, data["status"], data["end"])
+
+    def _apply_progress(self, data: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        summary = data.get("summary")
         state = self._state
         if summary is None or state.parent_run_id is None:
             return
-        stamp = _now_ms()
-        step = summary.finished
+        stamp, step = summary["stamp"], summary["finished"]
         metrics = [
-            Metric(f"trials_{s.value.lower()}", float(n), stamp, step)
-            for s, n in summary.counts.items()
-            if s is not TrialState.WAITING
+            Metric(f"trials_{name.lower()}", float(n), stamp, step)
+            for name, n in summary["counts"].items()
+            if name != TrialState.WAITING.value
         ]
         tags: list[RunTag] = []
-        if summary.best is not None and summary.best.value is not None:
-            metrics.append(Metric(f"best_{summary.metric}", summary.best.value, stamp, step))
-            tags.append(RunTag("tuner.best_trial", str(summary.best.number)))
-            tags.extend(RunTag(f"best.{k}", str(v)[:5000]) for k, v in summary.best.params.items())
+        best = summary.get("best")
+        if best is not None:
+            metrics.append(Metric(f"best_{summary['metric']}", best["value"], stamp, step))
+            tags.append(RunTag("tuner.best_trial", str(best["number"])))
+            tags.extend(RunTag(f"best.{k}", str(v)[:5000]) for k, v in best["params"].items())
         self._client.log_batch(state.parent_run_id, metrics=metrics, tags=tags)
 
-    def study_finished(self, summary: StudySummary) -> None:
+    def _apply_artifacts(self, data: dict[str, Any]) -> None:
         state = self._state
-        self.study_progress(summary)
+        if state.parent_run_id is None or self._load_study is None:
+            return
+        from tuner.plots import write_study_artifacts
 
-        def close_parent() -> None:
-            if state.parent_run_id is None:
+        write_study_artifacts(self._client, state.parent_run_id, self._load_study())
+
+    def _apply_close_parent(self, data: dict[str, Any]) -> None:
+        state = self._state
+        if state.parent_run_id is None:
+            return
+        self._client.set_tag(state.parent_run_id, "tuner.stop_reason", data["stop_reason"])
+        self._client.set_terminated(state.parent_run_id, data["status"])
+
+    def _apply_drain_pool(self, data: dict[str, Any]) -> None:
+        while True:
+            try:
+                run_id = self._pool.get_nowait()
+            except queue.Empty:
                 return
-            reason = summary.stop_reason
-            self._client.set_tag(
-                state.parent_run_id, "tuner.stop_reason", str(reason and reason.value)
-            )
-            status = "KILLED" if reason is StopReason.INTERRUPTED else "FINISHED"
-            self._client.set_terminated(state.parent_run_id, status)
+            self._pooled -= 1
+            self._client.delete_run(run_id)
 
-        self._submit(close_parent)
+    def _apply_retry(self, data: dict[str, Any]) -> None:
+        return None  # handled in _work; kept so a saved "retry" op is harmless
+
+    # --- saving and replaying what could not be written ------------------------------------
+
+    def _save_backlog(self) -> None:
+        if not self._backlog:
+            return
+        self.unwritten = len(self._backlog)
+        if self._study_dir is None:
+            _log.error("%d MLflow writes were lost (no study folder to keep them)", self.unwritten)
+            return
+        path = self._study_dir / PENDING_FILE
+        with path.open("a", encoding="utf-8") as out:
+            for op in self._backlog:
+                out.write(json.dumps({"kind": op.kind, "data": op.data}, default=str) + "\n")
+        _log.warning(
+            "MLflow was unreachable: %d writes are kept in %s; `tuner sync` writes them",
+            self.unwritten,
+            path,
+        )
+
+    def _replay_saved(self) -> None:
+        if self._study_dir is None:
+            return
+        path = self._study_dir / PENDING_FILE
+        if not path.exists():
+            return
+        saved = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.unlink()
+        for item in saved:
+            if item["kind"] not in ("open_parent", "known_runs", "drain_pool", "retry"):
+                self._submit(_Op(item["kind"], item["data"]))
+
+    def _keep(self, number: int | None, run_id: str) -> None:
+        """Hands a new run id to the study; a failure there must not repeat the MLflow write."""
+        try:
+            self._keep_run_id(number, run_id)
+        except Exception:
+            _log.warning("could not store MLflow run id %s of trial %s", run_id, number)
+
+
+def _summary_data(summary: StudySummary) -> dict[str, Any]:
+    best = summary.best
+    return {
+        "stamp": _now_ms(),
+        "finished": summary.finished,
+        "metric": summary.metric,
+        "counts": {s.value: n for s, n in summary.counts.items()},
+        "best": None
+        if best is None or best.value is None
+        else {"number": best.number, "value": best.value, "params": dict(best.params)},
+    }
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -390,5 +729,86 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri or mlflow.get_tracking_uri()
 
 
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What ``tuner sync`` wrote."""
+
+    replayed: int
+    created: int
+    closed: int
+    unwritten: int
+
+
+def sync_study(spec: StudySpec) -> SyncReport:
+    """Writes to MLflow whatever of a study it does not have yet.
+
+    Replays the writes saved when MLflow was unreachable, then checks every finished trial in
+    the study store: a trial with no run gets one (parameters, final metrics, state, and its
+    objective's intermediate values), and a run left open is closed.
+
+    Raises:
+        ValueError: if the spec has MLflow tracking turned off.
+    """
+    from tuner.records import Attr
+    from tuner.store import load_study, location, records, summarise
+
+    config = spec.tracking.mlflow
+    if config is None:
+        raise ValueError(f"study `{spec.name}` has MLflow tracking turned off (tracking.mlflow)")
+    study = load_study(spec)
+    folder = location(spec).root
+    saved = folder / PENDING_FILE
+    replayed = len(saved.read_text().splitlines()) if saved.exists() else 0
+
+    def keep(number: int | None, run_id: str) -> None:
+        key = Attr.MLFLOW_PARENT_RUN_ID if number is None else f"{Attr.MLFLOW_RUN_ID}.{number}"
+        study.set_user_attr(key, run_id)
+
+    if config.tracking_uri is None and study.user_attrs.get(Attr.TRACKING_URI):
+        config = config.model_copy(update={"tracking_uri": study.user_attrs[Attr.TRACKING_URI]})
+    tracker = MlflowTracker(config, keep, study_dir=folder, runs_ahead=False)
+    attrs = study.user_attrs
+    known = records(study)
+    tracker.study_started(
+        StudyStart(
+            spec=spec,
+            engine=str(attrs.get(Attr.ENGINE, "")),
+            seed=int(attrs.get(Attr.SEED, 0)),
+            resumed=True,
+            trials=tuple(r for r in known if r.mlflow_run_id),
+            mlflow_parent_run_id=attrs.get(Attr.MLFLOW_PARENT_RUN_ID),
+            backend=spec.backend.type,
+        )
+    )
+    tracker.flush()
+    attrs = study.user_attrs  # the replay may have created runs
+    created = closed = 0
+    for frozen in study.get_trials(deepcopy=False):
+        record = TrialRecord.from_optuna(frozen, attrs)
+        if not (record.state.is_finished() or record.state is TrialState.CANCELLED):
+            continue
+        if record.mlflow_run_id is None:
+            tracker.trial_started(record)
+            for step, value in sorted(frozen.intermediate_values.items()):
+                tracker.trial_reported(record.number, step, {spec.objective.metric: value})
+            tracker.trial_finished(record)
+            created += 1
+        elif tracker._client.get_run(record.mlflow_run_id).info.status == "RUNNING":  # noqa: SLF001
+            tracker.trial_finished(record)
+            closed += 1
+    tracker.study_progress(summarise(spec, records(study)))
+    tracker.close()
+    return SyncReport(replayed, created, closed, tracker.unwritten)

@@ -13,6 +13,8 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: demo test lint typecheck check bench clean
 
 $(BIN)/python:
@@ -27,7 +29,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/tuner run examples/quickstart/study.yaml --overwrite
 
-test: $(STAMP)
+# The MLflow UI test drives Debian's Chromium (Playwright's own browser download is not used).
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # The peers (Ray Tune, optuna-integration) are only needed here, not for the tests.

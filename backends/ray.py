@@ -12,6 +12,7 @@ killed with its worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -123,7 +124,9 @@ def _execute(
 
     result = run_trial(entry, params, objective, reporter, env=env, capture=True, grace=grace)
     if last:
-        ray.get(last[0])
+        # If the sink is restarting, its reports are lost, but never the trial's result.
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(last[0])
     node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
     return result, node, bool(last)
 
@@ -157,12 +160,35 @@ class RayBackend:
         self._task_env = None if self._owns_connection else (config.runtime_env or None)
         self._capacity = self._fit(context.max_concurrent, context.resources)
         self._task = ray.remote(max_retries=0)(_execute)
-        self._sink = ray.remote(num_cpus=0)(_ReportSink).remote()
+        self._sink = self._start_sink()
         self._refs: dict[Any, int] = {}
         self._live: dict[int, tuple[Any, int, float]] = {}
         """Running trials: their task, attempt, and the grace they get when cancelled."""
         self._cancelled: dict[int, float] = {}
         self._drained_at = 0.0
+
+    def _start_sink(self) -> Any:
+        """The report sink, on the driver's node when it has one, restarted if it dies."""
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return (
+            ray.remote(num_cpus=0, max_restarts=-1)(_ReportSink)
+            .options(scheduling_strategy=here)
+            .remote()
+        )
+
+    def _drain(self) -> list[tuple[int, int, int, dict[str, float]]]:
+        try:
+            items: list[tuple[int, int, int, dict[str, float]]] = self._ray.get(
+                self._sink.drain.remote(), timeout=30
+            )
+            return items
+        except self._ray.exceptions.RayError as exc:
+            # The sink's node died: it restarts elsewhere, empty; trials go on reporting to it.
+            _log.warning("intermediate reports were lost with their node: %s", exc)
+            return []
 
     def _fit(self, wanted: int, resources: Resources) -> int:
         """``wanted``, or as many trials as the cluster's nodes can hold at once if fewer."""
@@ -246,7 +272,7 @@ class RayBackend:
             self._drained_at = now
             updates = [
                 TrialUpdate(number, TrialStatus.RUNNING, metrics, step)
-                for number, attempt, step, metrics in ray.get(self._sink.drain.remote())
+                for number, attempt, step, metrics in self._drain()
                 if number in self._live and self._live[number][1] == attempt
             ]
         updates.extend(self._finish(ref, outcome) for ref, outcome in outcomes.items())

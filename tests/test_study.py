@@ -229,7 +229,9 @@ def test_resume_keeps_completed_trials_and_reruns_interrupted_ones(
     assert summary.counts[TrialState.COMPLETE] == 8
     started = recorder.of("study_started")[0]
     assert started.resumed
-    ran_now = recorder.of("trial_finished")
+    finished = recorder.of("trial_finished")
+    assert [r.number for r in finished if r.state is TrialState.CANCELLED] == [orphan.number]
+    ran_now = [r for r in finished if r.state is not TrialState.CANCELLED]
     assert len(ran_now) == 3  # only what was missing
     assert orphan_x in [r.params["x"] for r in ran_now]  # the interrupted trial ran again
     after = load_study(spec)

@@ -43,6 +43,7 @@ POOL_STATE = "POOL"
 """``tuner.state`` of a child run created ahead of need and not yet taken by a trial."""
 _BATCH_LIMIT = 1000
 """Metrics in one ``log_batch`` call (MLflow's own limit)."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 RETRY_INTERVAL = 5.0
 """Seconds between attempts to write the backlog while the tracking server is away."""
 FLUSH_TIMEOUT = 30.0
@@ -500,7 +501,9 @@ class MlflowTracker(NullListener):
         if state.experiment_id is None:
             found = client.get_experiment_by_name(data["experiment"])
             if found is None:
-                state.experiment_id = client.create_experiment(data["experiment"])
+                # Tells MLflow 3's UI to open on the runs table, not its GenAI overview.
+                kind = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+                state.experiment_id = client.create_experiment(data["experiment"], tags=kind)
             else:
                 state.experiment_id = found.experiment_id
         if state.parent_run_id is None and data.get("parent_run_id"):

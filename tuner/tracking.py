@@ -286,6 +286,7 @@ class MlflowTracker(NullListener):
                 {
                     "number": record.number,
                     "run_id": self._claimed.pop(record.number, None),
+                    "started": int(record.started.timestamp() * 1000) if record.started else None,
                     "params": {k: str(v) for k, v in record.params.items()},
                     "tags": self._common_tags,
                 },
@@ -306,6 +307,10 @@ class MlflowTracker(NullListener):
         self.trial_reported_flush()
         end = int(record.finished.timestamp() * 1000) if record.finished else _now_ms()
         tags = {"tuner.state": record.state.value, "tuner.attempts": str(record.attempts)}
+        metrics = dict(record.metrics)
+        if record.duration is not None:
+            # A run made ahead of need started before its trial: this is the trial's own time.
+            metrics["tuner.seconds"] = record.duration
         if record.node:
             tags["tuner.node"] = record.node
         if record.error:
@@ -315,7 +320,7 @@ class MlflowTracker(NullListener):
                 "close_child",
                 {
                     "number": record.number,
-                    "metrics": dict(record.metrics),
+                    "metrics": metrics,
                     "tags": tags,
                     "traceback": record.traceback,
                     "log": record.log,
@@ -550,6 +555,7 @@ class MlflowTracker(NullListener):
                 self._find_child(number)
                 or self._client.create_run(
                     state.experiment_id,
+                    start_time=data.get("started"),
                     run_name=name,
                     tags={**tags, "mlflow.parentRunId": state.parent_run_id or ""},
                 ).info.run_id

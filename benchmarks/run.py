@@ -170,7 +170,63 @@ def startup(repeats: int) -> str:
     )
 
 
-SECTIONS: dict[str, Callable[[int], str]] = {"overhead": overhead, "startup": startup}
+def _measure_tracking(mode: str, what: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tracking", mode, what],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def tracking(repeats: int) -> str:
+    """MLflow tracking: its effect on a study's makespan, and its cost per trial."""
+    on, on_all = _median(lambda: _measure_tracking("makespan", "on"), repeats)
+    off, off_all = _median(lambda: _measure_tracking("makespan", "off"), repeats)
+    print(f"  makespan on {on_all} off {off_all}", flush=True)
+    costs = {}
+    for what in ("tuner", "optuna-callback", "raytune-callback"):
+        costs[what], values = _median(lambda w=what: _measure_tracking("cost", w), repeats)
+        print(f"  cost {what} {values}", flush=True)
+    ratio = on / off
+    return "\n".join(
+        [
+            "## Tracking cost",
+            "",
+            "1,000 trials of 50 ms on 2 workers (ideal 25 s), MLflow's sqlite store, the study's "
+            f"whole run timed (every run written by the end); medians of {repeats}.",
+            "",
+            "| tracking | makespan | vs ideal |",
+            "|---|---|---|",
+            f"| off | {off:.1f} s | {off / 25:.2f}x |",
+            f"| on | {on:.1f} s | {on / 25:.2f}x |",
+            "",
+            f"Ratio on/off: **{ratio:.2f}** (target at most 1.15: "
+            f"{'met' if ratio <= 1.15 else f'missed by {ratio - 1.15:.2f}'}).",
+            "",
+            "Tracking work per trial (200 trials, 5 intermediate values each, sqlite store):",
+            "",
+            "| writer | ms per trial | what it writes |",
+            "|---|---|---|",
+            f"| tuner MLflow mirror | {costs['tuner'] * 1000:.1f} | parent + nested child runs, "
+            "every intermediate value, tags, counts, run ids ahead of need; off the loop's thread |",
+            f"| optuna-integration MLflowCallback | {costs['optuna-callback'] * 1000:.1f} | flat "
+            "runs, final values only; in the optimisation loop |",
+            f"| Ray Tune MLflowLoggerCallback | {costs['raytune-callback'] * 1000:.1f} | flat runs, "
+            "no parent; in Tune's driver loop |",
+        ]
+    )
+
+
+SECTIONS: dict[str, Callable[[int], str]] = {
+    "overhead": overhead,
+    "startup": startup,
+    "tracking": tracking,
+}
 
 
 def _versions() -> str:

@@ -44,6 +44,8 @@ POOL_STATE = "POOL"
 _BATCH_LIMIT = 1000
 """Metrics in one ``log_batch`` call (MLflow's own limit)."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+PROGRESS_INTERVAL = 1.0
+"""Seconds between updates of the parent run's counts and best trial."""
 RETRY_INTERVAL = 5.0
 """Seconds between attempts to write the backlog while the tracking server is away."""
 FLUSH_TIMEOUT = 30.0
@@ -202,6 +204,8 @@ class MlflowTracker(NullListener):
         self._metrics: dict[int, list[tuple[str, float, int, int]]] = {}
         self._metrics_queued = False
         self._progress: StudySummary | None = None
+        self._progress_at = 0.0
+        self._progress_queued = False
         self._pool: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._pool_target = 0
         self._runs_ahead = runs_ahead
@@ -341,15 +345,21 @@ class MlflowTracker(NullListener):
     def study_progress(self, summary: StudySummary) -> None:
         """Updates the parent run with counts and the best trial so far.
 
-        Updates coalesce: while one is waiting to be written, a newer summary replaces it.
+        Updates coalesce: while one is waiting to be written, a newer summary replaces it, and
+        one is written at most every ``PROGRESS_INTERVAL`` seconds (the last one always).
         """
+        now = time.monotonic()
         with self._lock:
-            queued = self._progress is not None
             self._progress = summary
-        if not queued:
-            self._submit(_Op("progress"))
+            if self._progress_queued or now - self._progress_at < PROGRESS_INTERVAL:
+                return
+            self._progress_queued = True
+            self._progress_at = now
+        self._submit(_Op("progress"))
 
     def study_finished(self, summary: StudySummary) -> None:
+        self._progress_at = 0.0
+        self._progress_queued = False
         self.study_progress(summary)
         reason = summary.stop_reason
         self._submit(_Op("artifacts"))
@@ -444,6 +454,7 @@ class MlflowTracker(NullListener):
         elif op.kind == "progress" and "summary" not in op.data:
             with self._lock:
                 summary, self._progress = self._progress, None
+                self._progress_queued = False
             op.data["summary"] = _summary_data(summary) if summary else None
 
     def _try(self, op: _Op) -> bool:
@@ -613,18 +624,18 @@ class MlflowTracker(NullListener):
         if "rows" not in data:
             with self._lock:
                 data["rows"] = self._metrics.pop(number, [])
-        if data["rows"]:
-            self._log_rows(number, data["rows"])
-        step = self._state.last_step.get(number, 0)
-        self._client.log_batch(
-            run_id,
-            metrics=[
-                Metric(k, float(v), data["end"], step)
-                for k, v in data["metrics"].items()
-                if _finite(v)
-            ],
-            tags=[RunTag(k, v) for k, v in data["tags"].items()],
-        )
+        rows = data["rows"]
+        steps = self._state.last_step
+        step = max([steps.get(number, 0), *(int(r[3]) for r in rows)])
+        steps[number] = step
+        # The trial's last intermediate metrics, its final ones and its tags: one call.
+        metrics = [Metric(k, v, ts, s) for k, v, ts, s in rows if _finite(v)] + [
+            Metric(k, float(v), data["end"], step) for k, v in data["metrics"].items() if _finite(v)
+        ]
+        tags = [RunTag(k, v) for k, v in data["tags"].items()]
+        for start in range(0, max(1, len(metrics)), _BATCH_LIMIT):
+            chunk = metrics[start : start + _BATCH_LIMIT]
+            self._client.log_batch(run_id, metrics=chunk, tags=tags if start == 0 else [])
         if data.get("traceback"):
             self._client.log_text(run_id, data["traceback"], "error.txt")
         if data.get("log"):

@@ -45,20 +45,21 @@ class MlflowServer:
             "--workers",
             "1",
         ]
-        log = (self.folder / "server.log").open("ab")
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-            if self.process.poll() is not None:
-                break
+            log = (self.folder / "server.log").open("ab")
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as answer:
+                        if answer.status == 200:
+                            return self
+                except OSError:
+                    time.sleep(0.3)
+            # Exited early: a restart on the same port can find it still held for a moment.
+            time.sleep(1.0)
         raise RuntimeError((self.folder / "server.log").read_text()[-3000:])
 
     def stop(self) -> None:

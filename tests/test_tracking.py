@@ -114,6 +114,7 @@ class KillsTheServer(NullListener):
     def __init__(self, server: MlflowServer, down_at: int, up_at: int):
         self.server, self.down_at, self.up_at = server, down_at, up_at
         self.finished = 0
+        self.restarted = False
 
     def trial_finished(self, record: TrialRecord) -> None:
         self.finished += 1
@@ -121,6 +122,7 @@ class KillsTheServer(NullListener):
             self.server.stop()
         if self.finished == self.up_at:
             self.server.start()
+            self.restarted = True
 
 
 def test_a_tracking_server_outage_loses_nothing_and_writes_nothing_twice(
@@ -139,7 +141,9 @@ def test_a_tracking_server_outage_loses_nothing_and_writes_nothing_twice(
         budget={"max_trials": 12, "max_concurrent": 2},
         tracking={"mlflow": {"tracking_uri": server.uri}},
     )
-    summary = Study(spec, listeners=[KillsTheServer(server, down_at=3, up_at=8)]).run()
+    outage = KillsTheServer(server, down_at=3, up_at=8)
+    summary = Study(spec, listeners=[outage]).run()
+    assert outage.restarted
     assert summary.counts[TrialState.COMPLETE] == 12
     client = MlflowClient(server.uri)
     runs = child_runs(client, "outage")

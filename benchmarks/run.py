@@ -222,7 +222,104 @@ def tracking(repeats: int) -> str:
     )
 
 
+def _regret_job(job: tuple[str, str, int]) -> tuple[str, str, int, float]:
+    from benchmarks.quality import regret
+
+    problem, config, seed = job
+    return problem, config, seed, regret(problem, config, seed)
+
+
+def quality(repeats: int) -> str:
+    """Simple regret after 60 trials, median and IQR over seeds (``--seeds``, default 10)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmarks.quality import CONFIGS, GRID_STEPS, PROBLEMS, TRIALS
+
+    seeds = int(os.environ.get("BENCH_SEEDS", "10"))
+    jobs = [
+        (problem, config, seed)
+        for problem in PROBLEMS
+        for config in CONFIGS
+        if config != "tuner-grid" or problem in GRID_STEPS
+        for seed in range(seeds if config != "tuner-grid" else 1)
+    ]
+    results: dict[tuple[str, str], list[float]] = {}
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for problem, config, _seed, value in pool.map(_regret_job, jobs):
+            results.setdefault((problem, config), []).append(max(value, 0.0))
+    lines = [
+        "## Search quality",
+        "",
+        f"Simple regret after {TRIALS} trials (best found minus the optimum), median [25th-75th "
+        f"percentile] over {seeds} seeds; `-x4` runs keep 4 trials in flight. The default "
+        "bayesian engine here is `gp` (torch is installed).",
+        "",
+    ]
+    targets = []
+    for problem in PROBLEMS:
+        lines += [f"**{problem}**", "", "| strategy | median regret | IQR |", "|---|---|---|"]
+        stats = {}
+        for config in CONFIGS:
+            values = results.get((problem, config))
+            if not values:
+                continue
+            q1, median, q3 = (
+                float(v) for v in __import__("numpy").percentile(values, [25, 50, 75])
+            )
+            stats[config] = (q1, median, q3)
+            lines.append(f"| {config} | {median:.3g} | {q1:.3g} - {q3:.3g} |")
+        lines.append("")
+        default, rand = stats["tuner-gp"][1], stats["tuner-random"][1]
+        peer = min(stats[c][1] for c in ("optuna-tpe", "optuna-gp", "skopt-gp_minimize"))
+        x4 = stats["tuner-gp-x4"][1]
+        q1, _, q3 = stats["tuner-gp"]
+        targets.append(
+            f"- {problem}: default beats random {'yes' if default < rand else 'NO'} "
+            f"({default:.3g} vs {rand:.3g}); matches the best peer "
+            f"{'yes' if default <= peer * 1.05 + 1e-12 else 'NO'} ({default:.3g} vs {peer:.3g}); "
+            f"4 in flight within the sequential IQR {'yes' if x4 <= q3 else 'NO'} "
+            f"({x4:.3g}, IQR {q1:.3g} - {q3:.3g})."
+        )
+    return "\n".join([*lines, "Targets:", "", *targets])
+
+
+def strategy_cost(repeats: int) -> str:
+    """Milliseconds per proposal as the history grows."""
+    rows = []
+    for engine in ("random", "tpe", "gp", "skopt"):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.quality", "cost", engine],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=True,
+        )
+        ms = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+        print(f"  cost {engine} {ms}", flush=True)
+        rows.append(
+            f"| {engine} | " + " | ".join(f"{ms[k]:.1f}" for k in ("10", "100", "500")) + " |"
+        )
+    return "\n".join(
+        [
+            "## Strategy cost",
+            "",
+            "Milliseconds per proposal (ask + suggest + tell, 6-d space) with 10, 100 and 500 "
+            "completed trials in the history; mean of 3 proposals.",
+            "",
+            "| engine | 10 | 100 | 500 |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "Target: under 50 ms per proposal at 500 trials for the default engine (gp).",
+        ]
+    )
+
+
 SECTIONS: dict[str, Callable[[int], str]] = {
+    "quality": quality,
+    "strategy_cost": strategy_cost,
     "overhead": overhead,
     "startup": startup,
     "tracking": tracking,

@@ -213,3 +213,47 @@ def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(tmp_path: Path) 
     cancelled_params = [t.params for t in final.trials if t.user_attrs.get("tuner.cancelled")]
     assert len(cancelled_params) == 2
     assert all(p in [t.params for t in complete] for p in cancelled_params)
+
+
+def test_ui_serves_the_studys_tracking_store(tmp_path: Path) -> None:
+    from servers import free_port
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        SPEC.replace(
+            "tracking: {mlflow: null}",
+            f"tracking: {{mlflow: {{tracking_uri: 'sqlite:///{tmp_path}/ui.db'}}}}",
+        ).replace("max_trials: 6", "max_trials: 2")
+    )
+    code, out = invoke("run", str(spec))
+    assert code == 0, out
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "ui", "cli-study", "--port", str(port)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 120
+        healthy = False
+        while time.monotonic() < deadline and process.poll() is None and not healthy:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                    healthy = answer.status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert healthy
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("cli-study")
+        assert experiment is not None
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}" in out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -92,8 +93,10 @@ class _Numeric(_Param):
                 raise ValueError(f"`step` must be positive, but got step={step}")
             if log:
                 raise ValueError("`step` and `log: true` cannot be combined; drop one of them")
-            span = (high - low) / step
-            if abs(span - round(span)) > _STEP_TOLERANCE * max(1.0, abs(span)):
+            # Exactly as optuna checks it (in decimal), so optuna never moves `high` silently.
+            d_low, d_high, d_step = (Decimal(str(v)) for v in (low, high, step))
+            if (d_high - d_low) % d_step != 0:
+                span = (high - low) / step
                 raise ValueError(
                     f"`step` must divide `high - low`, but (high - low) / step = "
                     f"({high} - {low}) / {step} = {span:g}; choose a step such as "

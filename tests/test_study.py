@@ -400,3 +400,43 @@ def test_command_trials_run_through_the_loop(make_spec: Callable[..., Any], tmp_
     record = records(load_study(spec))[0]
     assert record.log is not None
     assert "epoch=2 val_loss=" in record.log
+
+
+def test_a_pruner_stops_hopeless_trials_early(make_spec: Callable[..., Any]) -> None:
+    spec = make_spec(
+        trial={"function": "examples.functions:curve"},
+        space={
+            "x": {"type": "float", "low": -3.0, "high": 3.0},
+            "steps": {"type": "categorical", "choices": [8]},
+            "sleep": {"type": "categorical", "choices": [0.02]},
+        },
+        pruner={"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
+        budget={"max_trials": 16, "max_concurrent": 1},
+    )
+    backend = InProcessBackend()
+    summary, recorder = run(spec, backend=backend)
+    pruned = [r for r in recorder.of("trial_finished") if r.state is TrialState.PRUNED]
+    assert pruned
+    assert summary.counts[TrialState.PRUNED] == len(pruned)
+    assert summary.counts[TrialState.FAILED] == 0
+    assert summary.finished == 16
+    assert sorted(backend.cancelled) == sorted(r.number for r in pruned)
+    study = load_study(spec)
+    for record in pruned:
+        frozen = study.trials[record.number]
+        assert frozen.state == optuna.trial.TrialState.PRUNED
+        assert max(frozen.intermediate_values) < 7  # stopped before its last step
+
+
+def test_pruner_specs_validate() -> None:
+    from pydantic import TypeAdapter
+
+    from tuner.spec import Pruner, make_pruner
+
+    for section, kind in [
+        ({"type": "median"}, optuna.pruners.MedianPruner),
+        ({"type": "asha", "reduction_factor": 4}, optuna.pruners.SuccessiveHalvingPruner),
+        ({"type": "hyperband", "max_resource": 27}, optuna.pruners.HyperbandPruner),
+        ({"type": "none"}, optuna.pruners.NopPruner),
+    ]:
+        assert isinstance(make_pruner(TypeAdapter(Pruner).validate_python(section)), kind)

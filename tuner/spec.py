@@ -176,6 +176,43 @@ Strategy: TypeAlias = Annotated[
 ]
 
 
+class NoPruner(_Section):
+    """No early stopping: every trial runs to its end."""
+
+    type: Literal["none"] = "none"
+
+
+class MedianPruner(_Section):
+    """Stops a trial whose intermediate objective is worse than the median of earlier trials
+    at the same step (optuna's ``MedianPruner``)."""
+
+    type: Literal["median"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="Trials that are never stopped.")
+    n_warmup_steps: int = Field(0, ge=0, description="Steps of each trial never judged.")
+
+
+class AshaPruner(_Section):
+    """Asynchronous successive halving (optuna's ``SuccessiveHalvingPruner``)."""
+
+    type: Literal["asha"] = "asha"
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+
+
+class HyperbandPruner(_Section):
+    """Hyperband over successive-halving brackets (optuna's ``HyperbandPruner``)."""
+
+    type: Literal["hyperband"] = "hyperband"
+    min_resource: int = Field(1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+
+
+Pruner: TypeAlias = Annotated[
+    NoPruner | MedianPruner | AshaPruner | HyperbandPruner, Field(discriminator="type")
+]
+
+
 class Budget(_Section):
     """When the study stops. Counts include the trials of earlier runs of the same study."""
 
@@ -385,6 +422,10 @@ class StudySpec(_Section):
     space: dict[str, Param]
     strategy: Strategy = Field(default_factory=lambda: BayesianStrategy())
     budget: Budget = Budget()
+    pruner: Pruner = Field(
+        default_factory=lambda: NoPruner(),
+        description="Early stopping on the objective's intermediate values.",
+    )
     trial: TrialConfig
     backend: Annotated[BackendConfig, WithJsonSchema({"type": "object"})] = Field(
         default_factory=lambda: _resolve_backend(_default_backend())
@@ -830,3 +871,24 @@ __all__ = [
     "parse_duration",
     "spec_json_schema",
 ]
+
+
+def make_pruner(pruner: NoPruner | MedianPruner | AshaPruner | HyperbandPruner) -> Any:
+    """The optuna pruner for the spec's ``pruner`` section."""
+    import optuna
+
+    if isinstance(pruner, MedianPruner):
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps
+        )
+    if isinstance(pruner, AshaPruner):
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=pruner.min_resource, reduction_factor=pruner.reduction_factor
+        )
+    if isinstance(pruner, HyperbandPruner):
+        return optuna.pruners.HyperbandPruner(
+            min_resource=pruner.min_resource,
+            max_resource=pruner.max_resource,
+            reduction_factor=pruner.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.records import Attr, StudySummary, TrialRecord, TrialState
-from tuner.spec import Direction, SpecError, StudySpec, load_spec
+from tuner.spec import Direction, SpecError, StudySpec, load_spec, make_pruner
 
 if TYPE_CHECKING:
     import optuna
@@ -83,6 +83,7 @@ def open_study(
         study_name=spec.name,
         storage=storage if storage is not None else open_storage(spec),
         sampler=sampler,
+        pruner=make_pruner(spec.pruner),
         direction=direction,
         load_if_exists=True,
     )

@@ -254,6 +254,7 @@ class _Loop:
         self.message: str | None = None
         self.started_at = self.clock()
         self.concurrency = max(1, min(self.spec.budget.max_concurrent, backend.capacity))
+        self.pruning = self.spec.pruner.type != "none"
         self.queued: list[dict[str, Any]] = []
         """Configurations queued again (interrupted trials) that have not started yet."""
         sampler.pending = self._pending_configs
@@ -505,10 +506,31 @@ class _Loop:
         if not update.metrics or update.step is None:
             return
         value = update.metrics.get(self.spec.objective.metric)
+        self._emit("trial_reported", update.trial, update.step, dict(update.metrics))
         if value is not None and math.isfinite(value) and update.step > running.last_step:
             running.trial.report(value, update.step)
             running.last_step = update.step
-        self._emit("trial_reported", update.trial, update.step, dict(update.metrics))
+            if self.pruning and running.trial.should_prune():
+                self._prune(running, value, update.step)
+
+    def _prune(self, running: _Running, value: float, step: int) -> None:
+        """Stops a trial the pruner judged hopeless; it counts as finished, not failed."""
+        from optuna.trial import TrialState as OptunaState
+
+        del self.running[running.trial.number]
+        _safely(self.backend.cancel, running.handle)
+        self.study.tell(running.trial, state=OptunaState.PRUNED)
+        _log.info("trial %d pruned at step %d", running.trial.number, step)
+        self._finished(
+            replace(
+                running.record,
+                state=TrialState.PRUNED,
+                value=value,
+                metrics={self.spec.objective.metric: value},
+                finished=datetime.now(),
+                attempts=running.attempt + 1,
+            )
+        )
 
     def _complete(self, running: _Running, update: Any) -> None:
         metrics = dict(update.metrics)

@@ -428,6 +428,7 @@ class MlflowTracker(NullListener):
                 elif op.kind != "idle":
                     self._take(op)
                     if self._backlog:
+                        op.data["retried"] = True
                         self._backlog.append(op)
                     else:
                         self._try(op)
@@ -463,6 +464,7 @@ class MlflowTracker(NullListener):
             return True
         except Exception as exc:  # the tracking server is a mirror: never stop the study
             _log.warning("MLflow write failed (%s); kept to retry: %s", op.kind, _short(exc))
+            op.data["retried"] = True
             self._backlog.append(op)
             with self._pool_ready:
                 self._pool_ready.notify_all()
@@ -562,8 +564,9 @@ class MlflowTracker(NullListener):
             tags["mlflow.runName"] = name
         if run_id is None:
             assert state.experiment_id is not None
+            # Only a retried create may have happened already (its answer lost on the way).
             run_id = (
-                self._find_child(number)
+                (self._find_child(number) if data.get("retried") else None)
                 or self._client.create_run(
                     state.experiment_id,
                     start_time=data.get("started"),

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from benchmarks.overhead import SCENARIOS, SLOW_ZERO_TRIALS, WORKERS, trial_count
 
@@ -30,17 +31,23 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
 
 
-def _measure_overhead(tool: str, scenario: str) -> float:
+def _run_module(module: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
+    """Runs ``python -m module args`` in its own process; its last line is a JSON result."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.overhead", tool, scenario],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _measure_overhead(tool: str, scenario: str) -> float:
+    return float(_run_module("benchmarks.overhead", tool, scenario)["seconds"])
 
 
 def _median(measure: Callable[[], float], repeats: int) -> tuple[float, list[float]]:
@@ -171,16 +178,7 @@ def startup(repeats: int) -> str:
 
 
 def _measure_tracking(mode: str, what: str) -> float:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.tracking", mode, what],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=True,
-    )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    return float(_run_module("benchmarks.tracking", mode, what)["seconds"])
 
 
 def tracking(repeats: int) -> str:
@@ -236,9 +234,10 @@ def quality(repeats: int) -> str:
     from benchmarks.quality import CONFIGS, GRID_STEPS, PROBLEMS, TRIALS
 
     seeds = int(os.environ.get("BENCH_SEEDS", "10"))
+    problems = [p for p in os.environ.get("BENCH_PROBLEMS", ",".join(PROBLEMS)).split(",") if p]
     jobs = [
         (problem, config, seed)
-        for problem in PROBLEMS
+        for problem in problems
         for config in CONFIGS
         if config != "tuner-grid" or problem in GRID_STEPS
         for seed in range(seeds if config != "tuner-grid" else 1)
@@ -252,11 +251,12 @@ def quality(repeats: int) -> str:
         "",
         f"Simple regret after {TRIALS} trials (best found minus the optimum), median [25th-75th "
         f"percentile] over {seeds} seeds; `-x4` runs keep 4 trials in flight. The default "
-        "bayesian engine here is `gp` (torch is installed).",
+        "bayesian engine here is `gp` (torch is installed). Seeds: `BENCH_SEEDS` (the suite's "
+        "default is 10); problems: `BENCH_PROBLEMS`.",
         "",
     ]
     targets = []
-    for problem in PROBLEMS:
+    for problem in problems:
         lines += [f"**{problem}**", "", "| strategy | median regret | IQR |", "|---|---|---|"]
         stats = {}
         for config in CONFIGS:
@@ -287,16 +287,7 @@ def strategy_cost(repeats: int) -> str:
     """Milliseconds per proposal as the history grows."""
     rows = []
     for engine in ("random", "tpe", "gp", "skopt"):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.quality", "cost", engine],
-            cwd=ROOT,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=True,
-        )
-        ms = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+        ms = _run_module("benchmarks.quality", "cost", engine, timeout=3600)["ms"]
         print(f"  cost {engine} {ms}", flush=True)
         rows.append(
             f"| {engine} | " + " | ".join(f"{ms[k]:.1f}" for k in ("10", "100", "500")) + " |"

@@ -537,17 +537,20 @@ class MlflowTracker(NullListener):
         client.log_batch(state.parent_run_id, params=params)
         client.log_text(state.parent_run_id, data["spec"], "spec.yaml")
 
-    def _delete_stale_pool(self) -> None:
-        """Deletes runs an earlier, killed orchestrator created ahead of need."""
+    def _children(self, condition: str, limit: int) -> list[Any]:
+        """Child runs of the study's parent run that meet ``condition`` (MLflow search)."""
         state = self._state
         assert state.experiment_id is not None
-        stale = self._client.search_runs(
+        found: list[Any] = self._client.search_runs(
             [state.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{state.parent_run_id}' "
-            f"and tags.`tuner.state` = '{POOL_STATE}'",
-            max_results=1000,
+            f"tags.`mlflow.parentRunId` = '{state.parent_run_id}' and {condition}",
+            max_results=limit,
         )
-        for run in stale:
+        return found
+
+    def _delete_stale_pool(self) -> None:
+        """Deletes runs an earlier, killed orchestrator created ahead of need."""
+        for run in self._children(f"tags.`tuner.state` = '{POOL_STATE}'", 1000):
             self._client.delete_run(run.info.run_id)
 
     def _apply_open_child(self, data: dict[str, Any]) -> None:
@@ -566,14 +569,13 @@ class MlflowTracker(NullListener):
             assert state.experiment_id is not None
             # Only a retried create may have happened already (its answer lost on the way).
             run_id = (
-                (self._find_child(number) if data.get("retried") else None)
-                or self._client.create_run(
-                    state.experiment_id,
-                    start_time=data.get("started"),
-                    run_name=name,
-                    tags={**tags, "mlflow.parentRunId": state.parent_run_id or ""},
-                ).info.run_id
-            )
+                self._find_child(number) if data.get("retried") else None
+            ) or self._client.create_run(
+                state.experiment_id,
+                start_time=data.get("started"),
+                run_name=name,
+                tags={**tags, "mlflow.parentRunId": state.parent_run_id or ""},
+            ).info.run_id
         if number not in state.run_ids:
             state.run_ids[number] = run_id
             self._keep(number, run_id)
@@ -585,15 +587,8 @@ class MlflowTracker(NullListener):
 
     def _find_child(self, number: int) -> str | None:
         """A child run of this trial that exists already (a create whose answer was lost)."""
-        state = self._state
-        assert state.experiment_id is not None
-        found = self._client.search_runs(
-            [state.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{state.parent_run_id}' "
-            f"and tags.`tuner.trial` = '{number}'",
-            max_results=1,
-        )
-        return found[0].info.run_id if found else None
+        found = self._children(f"tags.`tuner.trial` = '{number}'", 1)
+        return str(found[0].info.run_id) if found else None
 
     def _apply_metrics(self, data: dict[str, Any]) -> None:
         # Metrics coalesce, so this op can come before the open_child of a trial that started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,6 +38,31 @@ def _register_inprocess_backend() -> Path:
 
 
 PLUGIN_SITE = _register_inprocess_backend()
+
+
+def start_tuner(*args: str, cwd: Path, **extra_env: str) -> subprocess.Popen[str]:
+    """A `tuner` process in its own session (stop it with os.killpg), output merged."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", *args],
+        cwd=cwd,
+        env={**subprocess_env(), **extra_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run_tuner(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Runs `tuner` to its end and returns what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.cli", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def subprocess_env() -> dict[str, str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from conftest import subprocess_env
+from conftest import run_tuner, start_tuner
 from tuner.cli import app
 
 runner = CliRunner()
@@ -166,28 +164,19 @@ def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(tmp_path: Path) 
         )
         .replace("max_trials: 6", "max_trials: 4")
     )
-    command = [sys.executable, "-m", "tuner.cli", "run", str(spec)]
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_tuner("run", str(spec), cwd=tmp_path)
     journal = tmp_path / "tuner-studies" / "cli-study" / "journal.log"
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None and running(journal) < 2:
             time.sleep(0.2)
         os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        out, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 130, out + err
-    assert "tuner resume cli-study" in err
+    assert process.returncode == 130, out
+    assert "tuner resume cli-study" in out
 
     storage = optuna.storages.journal.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal))
@@ -198,14 +187,7 @@ def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(tmp_path: Path) 
     assert all(s != optuna.trial.TrialState.RUNNING for s in states)
 
     gate.touch()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "resume", "cli-study"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    resumed = run_tuner("resume", "cli-study", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     final = optuna.load_study(study_name="cli-study", storage=storage)
     complete = [t for t in final.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -228,15 +210,7 @@ def test_ui_serves_the_studys_tracking_store(tmp_path: Path) -> None:
     code, out = invoke("run", str(spec))
     assert code == 0, out
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "ui", "cli-study", "--port", str(port)],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_tuner("ui", "cli-study", "--port", str(port), cwd=tmp_path)
     try:
         import urllib.request
 

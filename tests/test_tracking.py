@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,7 +198,7 @@ def test_writes_left_when_the_server_never_returns_are_written_by_sync(
 def test_resume_after_a_killed_orchestrator_duplicates_no_run(
     tmp_path: Path, mlflow_uri: str
 ) -> None:
-    from conftest import subprocess_env
+    from conftest import run_tuner, start_tuner
 
     gate = tmp_path / "gate"
     spec_file = tmp_path / "study.yaml"
@@ -218,14 +216,7 @@ backend: {{type: inprocess}}
 tracking: {{mlflow: {{tracking_uri: "{mlflow_uri}"}}}}
 """
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "run", str(spec_file)],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start_tuner("run", str(spec_file), cwd=tmp_path)
     try:
         client = MlflowClient(mlflow_uri)
         deadline = time.monotonic() + 90
@@ -242,14 +233,7 @@ tracking: {{mlflow: {{tracking_uri: "{mlflow_uri}"}}}}
     assert sorted(child_runs(client, "killed")) == [0, 1]
 
     gate.touch()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "resume", "killed"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    resumed = run_tuner("resume", "killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     runs = child_runs(client, "killed")
     assert all(len(found) == 1 for found in runs.values()), runs

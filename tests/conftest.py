@@ -126,3 +126,26 @@ def ray_cluster() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _fake_sagemaker_server() -> Iterator[Any]:
+    from fake_sagemaker import FakeSageMaker
+
+    fake = FakeSageMaker().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def sagemaker(_fake_sagemaker_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """SageMaker on loopback (moto, patched into real job lifecycles), empty for each test;
+    boto3 in this process and in `tuner` subprocesses reaches it."""
+    fake = _fake_sagemaker_server
+    for name, value in fake.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake.reset()
+    return fake

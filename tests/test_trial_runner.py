@@ -66,7 +66,7 @@ def test_parameters_reach_the_script_as_literal_arguments_and_a_json_file(
         "; rm -rf / #",
         "--flag",
         "true",
-        "--n",
+        "-n",
         "3",
         "--quote",
         "$(whoami) `id`",
@@ -79,16 +79,19 @@ def test_parameters_reach_the_script_as_literal_arguments_and_a_json_file(
     assert "loss=0.5" in (result.log or "")
 
 
-def test_command_arguments_are_strings_and_json() -> None:
-    assert command_arguments({"a": "x y", "b": 1.5, "c": False, "d": None}) == [
-        "--a",
+def test_command_arguments_are_strings_and_json_as_sagemaker_passes_them() -> None:
+    params = {"name": "x y", "lr": 1.5, "nesterov": False, "d": None, "x": 2}
+    assert command_arguments(params) == [
+        "--name",
         "x y",
-        "--b",
+        "--lr",
         "1.5",
-        "--c",
+        "--nesterov",
         "false",
-        "--d",
+        "-d",  # one-letter names get one dash, as in SageMaker's training toolkit
         "null",
+        "-x",
+        "2",
     ]
 
 

@@ -137,9 +137,10 @@ class TrialHandle:
 class TrialUpdate:
     """What is new about one trial since the last poll.
 
-    A ``RUNNING`` update carries intermediate metrics at ``step``; a ``COMPLETED`` one the
-    trial's final metrics; a ``FAILED`` one the error, its kind and, where there is one, the
-    traceback. ``log`` is the trial's output (stdout and stderr), on the final update.
+    A ``RUNNING`` update carries intermediate metrics at ``step`` (or only a new ``cost``
+    estimate); a ``COMPLETED`` one the trial's final metrics; a ``FAILED`` one the error, its
+    kind and, where there is one, the traceback. ``log`` is the trial's output (stdout and
+    stderr), on the final update.
     """
 
     trial: int
@@ -151,6 +152,10 @@ class TrialUpdate:
     node: str | None = None
     error_kind: ErrorKind = ErrorKind.USER
     log: str | None = None
+    cost: float | None = None
+    """USD the trial has cost so far (an estimate on ``RUNNING`` updates), if known."""
+    details: Mapping[str, str | float] = field(default_factory=dict)
+    """What the backend tells about the trial on its final update (job name, billed time)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ class BackendContext:
     study_dir: Path
     max_concurrent: int
     resources: Resources = Resources()
+    uid: str = ""
+    """The study's unique id (its name is reused after ``--overwrite``; this is not)."""
 
 
 class BackendConfig(BaseModel):
@@ -170,6 +177,16 @@ class BackendConfig(BaseModel):
 
     type: str
 
+    runs_functions: ClassVar[bool] = True
+    """Whether the backend runs ``trial.function``; those that do not run only commands."""
+
+    def cost_problem(self) -> str | None:
+        """Why ``budget.max_cost`` cannot be enforced with this backend (``None``: it can)."""
+        return (
+            f"the {self.type} backend does not know what trials cost; `max_cost` needs one "
+            "that does (sagemaker)"
+        )
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -177,8 +194,10 @@ class Backend(Protocol):
 
     ``poll`` returns only what is new since the previous call, intermediate updates of a trial
     before its final one. ``cancel`` is idempotent. ``reattach`` tells, after a resume, whether
-    a trial submitted by an earlier orchestrator still runs (its updates then come through
-    ``poll``).
+    a trial submitted by an earlier orchestrator is still followed: running, or finished while
+    no orchestrator watched (its updates, final one included, then come through ``poll``).
+    ``capacity`` may drop while the study runs (a cloud quota was hit); the loop reads it
+    before each launch.
     """
 
     name: ClassVar[str]
@@ -211,6 +230,10 @@ class Backend(Protocol):
 
 class UnknownBackendError(LookupError):
     """No backend is registered under the name asked for."""
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run the study as configured; the message says how to fix it."""
 
 
 class MissingExtraError(ImportError):

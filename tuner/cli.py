@@ -303,9 +303,9 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
             _print_results(spec, study.summary, study.tracking_uri)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
-        from tuner.backend import MissingExtraError
+        from tuner.backend import BackendError, MissingExtraError
 
-        if isinstance(exc, MissingExtraError | SpecError):
+        if isinstance(exc, BackendError | MissingExtraError | SpecError):
             _fail(str(exc))
         raise
     finally:

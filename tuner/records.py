@@ -25,6 +25,10 @@ class Attr:
     ATTEMPTS = "tuner.attempts"
     RETRIES = "tuner.retries"
     CANCELLED = "tuner.cancelled"
+    COST = "tuner.cost"
+    """What the trial cost on its backend, in USD."""
+    DETAILS = "tuner.details"
+    """JSON of what the backend tells about the trial (e.g. a SageMaker job's name)."""
     MLFLOW_RUN_ID = "tuner.mlflow_run_id"
     """Study attribute ``tuner.mlflow_run_id.<trial number>``."""
     MLFLOW_PARENT_RUN_ID = "tuner.mlflow_parent_run_id"
@@ -33,6 +37,8 @@ class Attr:
     SEED = "tuner.seed"
     ENGINE = "tuner.engine"
     SPEC = "tuner.spec"
+    UID = "tuner.uid"
+    """A random id of the study, unlike its name unique for ever (tags its cloud jobs)."""
 
 
 class TrialState(enum.Enum):
@@ -58,6 +64,7 @@ class StopReason(enum.Enum):
     MAX_FAILURES = "max_failures reached"
     EXHAUSTED = "search space exhausted"
     INTERRUPTED = "interrupted"
+    MAX_COST = "max_cost reached"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ class TrialRecord:
     attempts: int = 1
     log: str | None = None
     """The trial's output: whole when it comes from the backend, its tail when read back."""
+    cost: float | None = None
+    """USD, when the backend knows what the trial cost."""
+    details: Mapping[str, str | float] = field(default_factory=dict)
+    """What the backend tells about the trial: strings become MLflow tags, numbers metrics."""
 
     @property
     def duration(self) -> float | None:
@@ -110,6 +121,8 @@ class TrialRecord:
                 OptunaState.FAIL: TrialState.FAILED,
             }[trial.state]
         metrics = attrs.get(Attr.METRICS) or {}
+        details = attrs.get(Attr.DETAILS) or {}
+        cost = attrs.get(Attr.COST)
         return cls(
             number=trial.number,
             state=state,
@@ -124,6 +137,8 @@ class TrialRecord:
             mlflow_run_id=(study_attrs or {}).get(f"{Attr.MLFLOW_RUN_ID}.{trial.number}"),
             attempts=int(attrs.get(Attr.ATTEMPTS, 1)),
             log=attrs.get(Attr.LOG_TAIL),
+            cost=None if cost is None else float(cost),
+            details=dict(json.loads(details) if isinstance(details, str) else details),
         )
 
 
@@ -138,6 +153,10 @@ class StudySummary:
     best: TrialRecord | None
     stop_reason: StopReason | None = None
     message: str | None = None
+    cost: float | None = None
+    """USD spent on finished trials, when the backend knows costs."""
+    totals: Mapping[str, float] = field(default_factory=dict)
+    """Sums of the numeric details backends gave for finished trials (e.g. spot savings)."""
 
     @property
     def finished(self) -> int:

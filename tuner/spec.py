@@ -36,6 +36,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PositiveFloat,
     PositiveInt,
     PrivateAttr,
     ValidationError,
@@ -220,6 +221,11 @@ class Budget(_Section):
     max_concurrent: PositiveInt = Field(1, description="Trials running at once.")
     max_time: Duration | None = Field(None, description="Wall time of one `tuner run`.")
     max_failures: PositiveInt = Field(10, description="Failed trials before the study stops.")
+    max_cost: PositiveFloat | None = Field(
+        None,
+        description="USD to spend on trials (finished, and running ones so far) before no new "
+        "trial starts; needs a backend that knows prices (sagemaker).",
+    )
 
 
 _SIZE_UNITS = {
@@ -444,8 +450,8 @@ class StudySpec(_Section):
 
     @field_validator("backend", mode="before")
     @classmethod
-    def _backend_by_name(cls, value: Any) -> Any:
-        return _resolve_backend(value)
+    def _backend_by_name(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve_backend(value, info.context)
 
     @model_validator(mode="after")
     def _check_whole(self) -> StudySpec:
@@ -455,6 +461,19 @@ class StudySpec(_Section):
         except SpaceError as exc:
             loc: tuple[str, ...] = ("space", exc.param, exc.field) if exc.param else ("space",)
             errors.append(_error(loc, "space", str(exc)))
+        if self.trial.function is not None and not self.backend.runs_functions:
+            errors.append(
+                _error(
+                    ("trial", "function"),
+                    "backend_needs_command",
+                    f"the {self.backend.type} backend runs programs, not Python functions; "
+                    "give `command: [python, train.py]` with `metric_definitions` instead",
+                )
+            )
+        if self.budget.max_cost is not None:
+            problem = self.backend.cost_problem()
+            if problem is not None:
+                errors.append(_error(("budget", "max_cost"), "max_cost_unknown", problem))
         if self.trial.command is not None:
             names = [d.name for d in self.trial.metric_definitions]
             if self.objective.metric not in names:
@@ -515,7 +534,7 @@ def _error(loc: tuple[str, ...], kind: str, message: str) -> InitErrorDetails:
     return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)
 
 
-def _resolve_backend(value: Any) -> Any:
+def _resolve_backend(value: Any, context: Mapping[str, Any] | None = None) -> Any:
     if isinstance(value, BackendConfig):
         return value
     if not isinstance(value, Mapping):
@@ -530,7 +549,7 @@ def _resolve_backend(value: Any) -> Any:
         config_model = backend_class(name).Config
     except UnknownBackendError as exc:
         raise ValueError(str(exc)) from None
-    return config_model.model_validate(dict(value))
+    return config_model.model_validate(dict(value), context=context)
 
 
 # --- trial functions -------------------------------------------------------------------------

@@ -67,6 +67,17 @@ class _Running:
     attempt: int = 0
     retries: list[str] = field(default_factory=list)
     last_step: int = -1
+    spent: float | None = None
+    """USD of the trial's earlier attempts, when the backend knows costs."""
+    cost: float | None = None
+    """USD of its current attempt so far (the backend's estimate)."""
+
+    def total_cost(self, final: float | None = None) -> float | None:
+        """Earlier attempts plus ``final`` (or the current estimate), if any is known."""
+        now = final if final is not None else self.cost
+        if self.spent is None and now is None:
+            return None
+        return (self.spent or 0.0) + (now or 0.0)
 
 
 @dataclass
@@ -76,10 +87,17 @@ class _Tally:
     maximize: bool
     counts: dict[TrialState, int] = field(default_factory=lambda: dict.fromkeys(TrialState, 0))
     best: TrialRecord | None = None
+    cost: float | None = None
+    totals: dict[str, float] = field(default_factory=dict)
 
     def add(self, record: TrialRecord) -> bool:
         """Counts ``record``; returns whether it is the new best."""
         self.counts[record.state] += 1
+        if record.cost is not None:
+            self.cost = (self.cost or 0.0) + record.cost
+        for key, value in record.details.items():
+            if isinstance(value, int | float) and key.endswith("_usd"):
+                self.totals[key] = self.totals.get(key, 0.0) + value
         if record.state is not TrialState.COMPLETE or record.value is None:
             return False
         if (
@@ -163,6 +181,10 @@ class Study:
         study = open_study(spec, sampler, storage)
         study.set_user_attr(Attr.ENGINE, sampler.engine)
         save_spec(spec)
+        uid = study.user_attrs.get(Attr.UID)
+        if uid is None:
+            uid = secrets.token_hex(6)
+            study.set_user_attr(Attr.UID, uid)
 
         owns_backend = self._backend is None
         backend = self._backend or create_backend(
@@ -172,6 +194,7 @@ class Study:
                 location(spec).root,
                 spec.budget.max_concurrent,
                 spec.trial.resources.to_resources(),
+                uid=uid,
             ),
         )
         listeners = self._make_listeners(study)
@@ -253,11 +276,15 @@ class _Loop:
         self.stop_reason: StopReason | None = None
         self.message: str | None = None
         self.started_at = self.clock()
-        self.concurrency = max(1, min(self.spec.budget.max_concurrent, backend.capacity))
         self.pruning = self.spec.pruner.type != "none"
         self.queued: list[dict[str, Any]] = []
         """Configurations queued again (interrupted trials) that have not started yet."""
         sampler.pending = self._pending_configs
+
+    @property
+    def concurrency(self) -> int:
+        """Trials to run at once: the budget's, or fewer if the backend holds fewer now."""
+        return max(1, min(self.spec.budget.max_concurrent, self.backend.capacity))
 
     def _pending_configs(self) -> list[dict[str, Any]]:
         return [dict(r.record.params) for r in self.running.values()] + self.queued
@@ -308,19 +335,30 @@ class _Loop:
     def _recover(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> bool:
         """Follows a trial an earlier run left running if the backend can; else queues it
         again. Returns whether it is followed."""
+        attempt = int(frozen.user_attrs.get(Attr.ATTEMPTS, 1)) - 1
         handle_json = frozen.user_attrs.get(Attr.HANDLE)
-        if handle_json:
-            handle = TrialHandle.from_json(handle_json)
-            if self.backend.reattach(handle):
-                import optuna
+        # Killed between submitting and storing the handle: the backend may still find the
+        # trial by its number and attempt (SageMaker job names are made of them).
+        handle = (
+            TrialHandle.from_json(handle_json)
+            if handle_json
+            else TrialHandle(self.spec.backend.type, frozen.number, {"attempt": attempt})
+        )
+        if self.backend.reattach(handle):
+            import optuna
 
-                trial = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
-                attempt = int(frozen.user_attrs.get(Attr.ATTEMPTS, 1)) - 1
-                self.running[frozen.number] = _Running(
-                    trial, record, handle, self.clock(), attempt=attempt
-                )
-                _log.info("trial %d is still running; following it", frozen.number)
-                return True
+            trial = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
+            spent = frozen.user_attrs.get(Attr.COST)
+            self.running[frozen.number] = _Running(
+                trial,
+                record,
+                handle,
+                self.clock(),
+                attempt=attempt,
+                spent=None if spent is None else float(spent),
+            )
+            _log.info("trial %d is still running; following it", frozen.number)
+            return True
         _log.info("trial %d was interrupted; queueing it again", frozen.number)
         self._requeue(frozen._trial_id, frozen.number, dict(frozen.params))  # noqa: SLF001
         return False
@@ -386,7 +424,17 @@ class _Loop:
             self.tally.finished + len(self.running) >= budget.max_trials
         ):
             return StopReason.MAX_TRIALS
+        if budget.max_cost is not None and self._spent() >= budget.max_cost:
+            self.message = (
+                f"spent ${self._spent():.2f} of budget.max_cost ${budget.max_cost:g}; "
+                "running trials finish, no new one starts"
+            )
+            return StopReason.MAX_COST
         return None
+
+    def _spent(self) -> float:
+        running = (r.total_cost() or 0.0 for r in self.running.values())
+        return (self.tally.cost or 0.0) + sum(running)
 
     def _fill_slots(self) -> None:
         while len(self.running) < self.concurrency:
@@ -458,6 +506,10 @@ class _Loop:
             return False
         running.retries.append(update.error or "failed")
         running.attempt += 1
+        running.spent = running.total_cost(update.cost)
+        running.cost = None
+        if running.spent is not None:
+            running.trial.set_user_attr(Attr.COST, running.spent)
         trial = running.trial
         params = dict(running.record.params)
         try:
@@ -498,11 +550,20 @@ class _Loop:
                         update.node,
                         dict(update.metrics),
                         update.log,
+                        update=update,
                     )
             else:
-                self._fail(running, "the trial was cancelled on the backend", None, update.node)
+                self._fail(
+                    running,
+                    "the trial was cancelled on the backend",
+                    None,
+                    update.node,
+                    update=update,
+                )
 
     def _intermediate(self, running: _Running, update: Any) -> None:
+        if update.cost is not None:
+            running.cost = update.cost
         if not update.metrics or update.step is None:
             return
         value = update.metrics.get(self.spec.objective.metric)
@@ -529,14 +590,26 @@ class _Loop:
                 metrics={self.spec.objective.metric: value},
                 finished=datetime.now(),
                 attempts=running.attempt + 1,
+                cost=self._keep_cost(running, None, {}),
             )
         )
+
+    def _keep_cost(
+        self, running: _Running, update: Any, details: dict[str, str | float]
+    ) -> float | None:
+        """Stores what the trial cost (all attempts) and the backend's details about it."""
+        cost = running.total_cost(update.cost if update is not None else None)
+        if cost is not None:
+            running.trial.set_user_attr(Attr.COST, cost)
+        if details:
+            running.trial.set_user_attr(Attr.DETAILS, json.dumps(details))
+        return cost
 
     def _complete(self, running: _Running, update: Any) -> None:
         metrics = dict(update.metrics)
         problem = objective_problem(metrics, self.spec.objective.metric)
         if problem is not None:
-            self._fail(running, problem, None, update.node, metrics, update.log)
+            self._fail(running, problem, None, update.node, metrics, update.log, update=update)
             return
         value = metrics[self.spec.objective.metric]
         trial = running.trial
@@ -545,6 +618,8 @@ class _Loop:
             trial.set_user_attr(Attr.NODE, update.node)
         if update.log:
             trial.set_user_attr(Attr.LOG_TAIL, update.log[-LOG_TAIL_CHARS:])
+        details = dict(update.details)
+        cost = self._keep_cost(running, update, details)
         self.study.tell(trial, value)
         self._finished(
             replace(
@@ -556,6 +631,8 @@ class _Loop:
                 finished=datetime.now(),
                 attempts=running.attempt + 1,
                 log=update.log,
+                cost=cost,
+                details=details,
             )
         )
 
@@ -567,10 +644,14 @@ class _Loop:
         node: str | None,
         metrics: dict[str, float] | None = None,
         log: str | None = None,
+        *,
+        update: Any = None,
     ) -> None:
         from optuna.trial import TrialState as OptunaState
 
         trial = running.trial
+        details = dict(update.details) if update is not None else {}
+        cost = self._keep_cost(running, update, details)
         trial.set_user_attr(Attr.ERROR, error)
         if traceback:
             trial.set_user_attr(Attr.TRACEBACK, traceback[-TRACEBACK_LIMIT:])
@@ -594,6 +675,8 @@ class _Loop:
                 finished=datetime.now(),
                 attempts=running.attempt + 1,
                 log=log,
+                cost=cost,
+                details=details,
             )
         )
 
@@ -613,6 +696,8 @@ class _Loop:
             best=self.tally.best,
             stop_reason=self.stop_reason,
             message=self.message,
+            cost=self.tally.cost,
+            totals=dict(self.tally.totals),
         )
 
     # --- the end: cancel what runs, queue it again, tell everyone -------------------------

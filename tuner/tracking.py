@@ -317,6 +317,13 @@ class MlflowTracker(NullListener):
             metrics["tuner.seconds"] = record.duration
         if record.node:
             tags["tuner.node"] = record.node
+        if record.cost is not None:
+            metrics["tuner.cost_usd"] = record.cost
+        for key, value in record.details.items():
+            if isinstance(value, str):
+                tags[key] = value[:5000]
+            else:
+                metrics[key] = float(value)
         if record.error:
             tags["tuner.error"] = record.error[:5000]
         self._submit(
@@ -655,6 +662,9 @@ class MlflowTracker(NullListener):
         ]
         tags: list[RunTag] = []
         best = summary.get("best")
+        if summary.get("cost") is not None:
+            metrics.append(Metric("tuner.cost_usd", summary["cost"], stamp, step))
+        metrics.extend(Metric(k, v, stamp, step) for k, v in summary.get("totals", {}).items())
         if best is not None:
             metrics.append(Metric(f"best_{summary['metric']}", best["value"], stamp, step))
             tags.append(RunTag("tuner.best_trial", str(best["number"])))
@@ -734,6 +744,8 @@ def _summary_data(summary: StudySummary) -> dict[str, Any]:
         "finished": summary.finished,
         "metric": summary.metric,
         "counts": {s.value: n for s, n in summary.counts.items()},
+        "cost": summary.cost,
+        "totals": dict(summary.totals),
         "best": None
         if best is None or best.value is None
         else {"number": best.number, "value": best.value, "params": dict(best.params)},

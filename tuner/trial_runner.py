@@ -162,11 +162,17 @@ def run_function(
     return TrialResult(result.status, result.metrics, result.error, result.traceback, log.text())
 
 
+def hyperparameter_string(value: Any) -> str:
+    """A parameter's value as text: strings as they are, other values as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def command_arguments(params: Mapping[str, Any]) -> list[str]:
-    """``--name value`` for every parameter (strings as they are, other values as JSON)."""
+    """The parameters as arguments, the way SageMaker's training toolkit passes them:
+    ``--name value``, and ``-n value`` for a one-letter name."""
     args: list[str] = []
     for name, value in params.items():
-        args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+        args += [f"-{name}" if len(name) == 1 else f"--{name}", hyperparameter_string(value)]
     return args
 
 

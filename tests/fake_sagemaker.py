@@ -344,9 +344,12 @@ class LocalTrainingJobs:
     the failure file as ``FailureReason``. A stop sends SIGTERM to the whole process group.
     """
 
-    def __init__(self, fake: FakeSageMaker, folder: Path):
+    def __init__(self, fake: FakeSageMaker, folder: Path, images: Mapping[str, Path] | None = None):
+        """``images`` stand in for custom images: an image URI maps to the file its
+        Dockerfile copies into ``/opt/ml/code`` and names in ``SAGEMAKER_PROGRAM``."""
         self.fake = fake
         self.folder = folder
+        self.images = dict(images or {})
         self.pids: dict[str, int] = {}
 
     def install(self) -> None:
@@ -375,6 +378,10 @@ class LocalTrainingJobs:
             "TRAINING_JOB_NAME": name,
             "PYTHONUNBUFFERED": "1",
         }
+        program = self.images.get(job.algorithm_specification["TrainingImage"])
+        if program is not None:  # what the image's Dockerfile put in place
+            shutil.copy(program, base / "code" / program.name)
+            env["SAGEMAKER_PROGRAM"] = program.name
         train = shutil.which("train", path=str(Path(sys.executable).parent))
         assert train is not None, "the sagemaker-training toolkit is not installed"
         job.secondary_status = "Training"

@@ -63,6 +63,14 @@ def test_the_issue_example_loads_with_every_section() -> None:
     assert spec.search_space.is_active("degree", {"kernel": "poly"})
 
 
+def test_the_saved_spec_keeps_the_backends_own_options() -> None:
+    text = VALID.replace("backend: {type: ray}", "backend: {type: ray, address: auto, num_gpus: 2}")
+    spec = load_spec_text(text, "study.yaml", spec_dir=str(ROOT))
+    again = load_spec_text(spec.to_yaml(), "saved.yaml", spec_dir=str(ROOT))
+    assert again.backend == spec.backend
+    assert again.backend.address == "auto"  # type: ignore[attr-defined]
+
+
 def test_python_api_builds_the_same_spec_as_yaml() -> None:
     from_yaml = load_spec_text(VALID, "study.yaml", spec_dir=str(ROOT))
     built = StudySpec(

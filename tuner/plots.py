@@ -64,11 +64,13 @@ def _static(client: MlflowClient, run_id: str, study: optuna.Study, names: list[
     for name in names:
         plot: Callable[..., Any] = getattr(optuna_mpl, f"plot_{name}")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                figure = _figure_of(plot(study))
             path = f"plots/{name}.png"
-            client.log_figure(run_id, figure, path)
+            with warnings.catch_warnings():
+                # Degenerate axes (one value tried) are expected in small studies.
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                figure = _figure_of(plot(study))
+                client.log_figure(run_id, figure, path)
             plt.close(figure)
             written.append(path)
         except Exception as exc:  # a plot the data cannot make must not lose the others

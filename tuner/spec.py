@@ -39,6 +39,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
+    SerializeAsAny,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -433,7 +434,7 @@ class StudySpec(_Section):
         description="Early stopping on the objective's intermediate values.",
     )
     trial: TrialConfig
-    backend: Annotated[BackendConfig, WithJsonSchema({"type": "object"})] = Field(
+    backend: Annotated[SerializeAsAny[BackendConfig], WithJsonSchema({"type": "object"})] = Field(
         default_factory=lambda: _resolve_backend(_default_backend())
     )
     tracking: Tracking = Tracking()

@@ -127,10 +127,14 @@ def run(
         _show_plan(spec)
         return
     if overwrite:
+        from tuner.locks import StudyBusyError
         from tuner.store import delete_study
 
-        if delete_study(spec):
-            console.print(f"deleted the earlier trials of study [bold]{spec.name}[/]")
+        try:
+            if delete_study(spec):
+                console.print(f"deleted the earlier trials of study [bold]{spec.name}[/]")
+        except StudyBusyError as exc:
+            _fail(str(exc), EXIT_ERROR)
     _run_study(spec, resume=False)
 
 
@@ -282,6 +286,7 @@ def schema() -> None:
 
 
 def _run_study(spec: StudySpec, *, resume: bool) -> None:
+    from tuner.locks import StudyBusyError
     from tuner.progress import ProgressDisplay
     from tuner.store import StudyExistsError
     from tuner.study import Study
@@ -293,6 +298,8 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
         study.run(resume=resume)
     except StudyExistsError as exc:
         _fail(str(exc))
+    except StudyBusyError as exc:
+        _fail(str(exc), EXIT_ERROR)
     except KeyboardInterrupt:
         display.close()
         err.print(

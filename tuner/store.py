@@ -49,6 +49,11 @@ class StudyLocation:
         """The default optuna journal."""
         return self.root / JOURNAL_FILE
 
+    @property
+    def orchestrator(self) -> Path:
+        """Held by the process running the study (see :func:`tuner.locks.orchestrator_lock`)."""
+        return self.root / "orchestrator.lock"
+
 
 def location(spec: StudySpec) -> StudyLocation:
     """The folder of ``spec``'s study."""
@@ -62,9 +67,14 @@ def open_storage(spec: StudySpec) -> BaseStorage:
 
     if spec.storage.url:
         return optuna.storages.get_storage(spec.storage.url)
+    from tuner.locks import OwnedFileLock
+
     where = location(spec)
     where.root.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(where.journal)))
+    journal = str(where.journal)
+    # optuna's default lock outlives a killed orchestrator for 30 s; this one knows its owner.
+    lock = OwnedFileLock(f"{journal}.lock", journal)
+    return JournalStorage(JournalFileBackend(journal, lock_obj=lock))
 
 
 def open_study(
@@ -107,15 +117,22 @@ def load_study(spec: StudySpec) -> optuna.Study:
 
 
 def delete_study(spec: StudySpec) -> bool:
-    """Deletes the study's state (trials, attributes) if there is any; MLflow runs stay."""
+    """Deletes the study's state (trials, attributes) if there is any; MLflow runs stay.
+
+    Raises:
+        StudyBusyError: if a live orchestrator is running the study.
+    """
     import optuna
 
-    storage = open_storage(spec)
-    try:
-        optuna.delete_study(study_name=spec.name, storage=storage)
-    except KeyError:
-        return False
-    return True
+    from tuner.locks import orchestrator_lock
+
+    with orchestrator_lock(location(spec).orchestrator, spec.name):
+        storage = open_storage(spec)
+        try:
+            optuna.delete_study(study_name=spec.name, storage=storage)
+        except KeyError:
+            return False
+        return True
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:

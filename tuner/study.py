@@ -161,8 +161,15 @@ class Study:
 
         Raises:
             StudyExistsError: without ``resume``, if the study already has trials.
+            StudyBusyError: if another live process is running the study.
             KeyboardInterrupt: after cancelling running trials and closing the study.
         """
+        from tuner.locks import orchestrator_lock
+
+        with orchestrator_lock(location(self.spec).orchestrator, self.spec.name):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> StudySummary:
         spec = self.spec
         storage = self._storage if self._storage is not None else open_storage(spec)
         prior = _existing_trials(storage, spec.name)

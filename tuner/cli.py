@@ -348,7 +348,15 @@ def _print_results(spec: StudySpec, summary: StudySummary, tracking_uri: str | N
 def _print_counts(summary: StudySummary) -> None:
     counts = ", ".join(f"{n} {state.value.lower()}" for state, n in summary.counts.items() if n)
     reason = f" — stopped: {summary.stop_reason.value}" if summary.stop_reason else ""
-    console.print(f"[bold]{summary.name}[/]: {counts or 'no trials'}{reason}", highlight=False)
+    cost = ""
+    if summary.cost is not None:
+        cost = f" — cost ${summary.cost:,.2f}"
+        saved = summary.totals.get("sagemaker.spot_savings_usd")
+        if saved:
+            cost += f" (spot saved ${saved:,.2f})"
+    console.print(
+        f"[bold]{summary.name}[/]: {counts or 'no trials'}{cost}{reason}", highlight=False
+    )
 
 
 def _trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> Table:

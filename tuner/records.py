@@ -162,3 +162,37 @@ class StudySummary:
     def finished(self) -> int:
         """Trials with a final state."""
         return sum(n for state, n in self.counts.items() if state.is_finished())
+
+
+@dataclass
+class Tally:
+    """Counts and the best trial, kept as trials finish (no storage scans on the hot path)."""
+
+    maximize: bool
+    counts: dict[TrialState, int] = field(default_factory=lambda: dict.fromkeys(TrialState, 0))
+    best: TrialRecord | None = None
+    cost: float | None = None
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def add(self, record: TrialRecord) -> bool:
+        """Counts ``record``; returns whether it is the new best."""
+        self.counts[record.state] += 1
+        if record.cost is not None:
+            self.cost = (self.cost or 0.0) + record.cost
+        for key, value in record.details.items():
+            if isinstance(value, int | float) and key.endswith("_usd"):
+                self.totals[key] = self.totals.get(key, 0.0) + value
+        if record.state is not TrialState.COMPLETE or record.value is None:
+            return False
+        if (
+            self.best is None
+            or self.best.value is None
+            or (record.value > self.best.value if self.maximize else record.value < self.best.value)
+        ):
+            self.best = record
+            return True
+        return False
+
+    @property
+    def finished(self) -> int:
+        return sum(n for s, n in self.counts.items() if s.is_finished())

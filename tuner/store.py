@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.records import Attr, StudySummary, TrialRecord, TrialState
+from tuner.records import Attr, StudySummary, Tally, TrialRecord
 from tuner.spec import Direction, SpecError, StudySpec, load_spec, make_pruner
 
 if TYPE_CHECKING:
@@ -141,28 +141,18 @@ def records(study: optuna.Study) -> list[TrialRecord]:
 
 
 def summarise(spec: StudySpec, trials: Iterable[TrialRecord]) -> StudySummary:
-    """Counts per state and the best completed trial."""
-    counts = dict.fromkeys(TrialState, 0)
-    best: TrialRecord | None = None
-    maximize = spec.objective.direction is Direction.MAXIMIZE
+    """Counts per state, the best completed trial and what the trials cost."""
+    tally = Tally(maximize=spec.objective.direction is Direction.MAXIMIZE)
     for record in trials:
-        counts[record.state] += 1
-        if (
-            record.state is TrialState.COMPLETE
-            and record.value is not None
-            and (
-                best is None
-                or best.value is None
-                or (record.value > best.value if maximize else record.value < best.value)
-            )
-        ):
-            best = record
+        tally.add(record)
     return StudySummary(
         name=spec.name,
         metric=spec.objective.metric,
         direction=spec.objective.direction.value,
-        counts=counts,
-        best=best,
+        counts=tally.counts,
+        best=tally.best,
+        cost=tally.cost,
+        totals=dict(tally.totals),
     )
 
 

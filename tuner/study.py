@@ -30,7 +30,7 @@ from tuner.backend import (
     TrialStatus,
     create_backend,
 )
-from tuner.records import Attr, StopReason, StudySummary, TrialRecord, TrialState
+from tuner.records import Attr, StopReason, StudySummary, Tally, TrialRecord, TrialState
 from tuner.spec import Direction, StudySpec
 from tuner.store import (
     StudyExistsError,
@@ -78,40 +78,6 @@ class _Running:
         if self.spent is None and now is None:
             return None
         return (self.spent or 0.0) + (now or 0.0)
-
-
-@dataclass
-class _Tally:
-    """Counts and the best trial, kept as trials finish (no storage scans on the hot path)."""
-
-    maximize: bool
-    counts: dict[TrialState, int] = field(default_factory=lambda: dict.fromkeys(TrialState, 0))
-    best: TrialRecord | None = None
-    cost: float | None = None
-    totals: dict[str, float] = field(default_factory=dict)
-
-    def add(self, record: TrialRecord) -> bool:
-        """Counts ``record``; returns whether it is the new best."""
-        self.counts[record.state] += 1
-        if record.cost is not None:
-            self.cost = (self.cost or 0.0) + record.cost
-        for key, value in record.details.items():
-            if isinstance(value, int | float) and key.endswith("_usd"):
-                self.totals[key] = self.totals.get(key, 0.0) + value
-        if record.state is not TrialState.COMPLETE or record.value is None:
-            return False
-        if (
-            self.best is None
-            or self.best.value is None
-            or (record.value > self.best.value if self.maximize else record.value < self.best.value)
-        ):
-            self.best = record
-            return True
-        return False
-
-    @property
-    def finished(self) -> int:
-        return sum(n for s, n in self.counts.items() if s.is_finished())
 
 
 class Study:
@@ -278,7 +244,7 @@ class _Loop:
         self.backend = backend
         self.listeners = listeners
         self.running: dict[int, _Running] = {}
-        self.tally = _Tally(maximize=self.spec.objective.direction is Direction.MAXIMIZE)
+        self.tally = Tally(maximize=self.spec.objective.direction is Direction.MAXIMIZE)
         self.failures = 0
         self.stop_reason: StopReason | None = None
         self.message: str | None = None

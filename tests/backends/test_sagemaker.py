@@ -612,6 +612,8 @@ def test_resume_follows_running_jobs_and_collects_finished_ones(
     assert sagemaker.stops == []
     for trial in trials[:2]:
         assert trial.value == pytest.approx(trial.params["x"] ** 2 + 1 / 3, abs=1e-6)
+    status = run_tuner("status", str(spec), cwd=tmp_path)
+    assert f"cost ${4 * 90 * 0.115 / 3600:,.2f}" in status.stdout
 
 
 # --- the data path: entry points run through AWS's sagemaker-training toolkit --------------------

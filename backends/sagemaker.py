@@ -58,12 +58,19 @@ TAG_TRIAL = "tuner:trial"
 TAG_ATTEMPT = "tuner:attempt"
 
 MAX_JOB_NAME = 63
+MAX_TAGS = 50
+MAX_ENVIRONMENT = 100
+_OWN_ENVIRONMENT = 8
+"""Variables tuner adds to a job's environment (TUNER_*, MLFLOW_*), with room to spare."""
+_TAG_TEXT = re.compile(r"[\w\s.:/=+\-@]*")
 _PREFIX_LENGTH = 48
 """Longest study part of a job name: leaves room for ``-<trial up to 7 digits>-<attempt>``."""
 VISIBILITY_GRACE = timedelta(minutes=2)
 """How long a created job may be missing from listings (they lag) before it is described."""
 LOG_PAGES = 20
-"""Most pages of one log stream read per poll (a page is up to 1 MB)."""
+"""Most pages of one log stream read per poll (a page is up to 1 MB)..."""
+LOG_PAGES_FINAL = 500
+"""... and when a job has finished (its log's last lines hold the error)."""
 _FINISHED = ("Completed", "Failed", "Stopped")
 _CODE_EXCLUDES = (
     ".git",
@@ -230,6 +237,11 @@ class SageMakerConfig(BackendConfig):
     @field_validator("environment")
     @classmethod
     def _environment_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ENVIRONMENT - _OWN_ENVIRONMENT:
+            raise ValueError(
+                f"SageMaker takes {MAX_ENVIRONMENT} environment variables per job and tuner "
+                f"adds up to {_OWN_ENVIRONMENT}; give at most {MAX_ENVIRONMENT - _OWN_ENVIRONMENT}"
+            )
         for name, text in value.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,511}", name):
                 raise ValueError(f"{name!r} is not an environment variable name")
@@ -240,9 +252,18 @@ class SageMakerConfig(BackendConfig):
     @field_validator("tags")
     @classmethod
     def _own_tags(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        if len(value) > MAX_TAGS - 4:
+            raise ValueError(f"SageMaker takes {MAX_TAGS} tags and tuner adds 4; give at most 46")
+        for key, text in value.items():
             if key.startswith(("aws:", "tuner:")):
                 raise ValueError(f"tag {key!r}: keys starting with aws: or tuner: are reserved")
+            if not (0 < len(key) <= 128 and len(text) <= 256) or not _TAG_TEXT.fullmatch(
+                key + text
+            ):
+                raise ValueError(
+                    f"tag {key!r}: keys are 1-128 and values up to 256 letters, digits, spaces "
+                    "and _ . : / = + - @"
+                )
         return value
 
     @model_validator(mode="after")
@@ -253,6 +274,10 @@ class SageMakerConfig(BackendConfig):
                 f"spot.max_wait ({wait:g}s) must be at least max_runtime "
                 f"({self.max_runtime:g}s): it covers waiting for capacity plus the run; "
                 "raise max_wait or lower max_runtime"
+            )
+        if self.spot.enabled and self.keep_alive:
+            raise ValueError(
+                "SageMaker keeps no warm pool for spot jobs; drop `keep_alive` or `spot`"
             )
         if self.source_dir is not None and self.entry_point is None:
             raise ValueError(
@@ -347,6 +372,16 @@ def sagemaker_hyperparameters(params: Mapping[str, Any]) -> dict[str, str]:
 
 
 @dataclass
+class _Stream:
+    """A CloudWatch log stream of a job, read on from ``token``."""
+
+    name: str
+    token: str | None = None
+    last_time: int = 0
+    """Timestamp (ms) of the last event read: where to read on if the token expires."""
+
+
+@dataclass
 class _Job:
     """A training job this backend follows."""
 
@@ -356,11 +391,14 @@ class _Job:
     parser: MetricParser
     request: dict[str, Any] | None = None
     """The CreateTrainingJob request while the job waits to be created."""
+    attempted: bool = False
+    """A create was sent; it may have got through even if no answer came back."""
     created: datetime | None = None
     log: OutputLog = field(default_factory=OutputLog)
-    streams: dict[str, str | None] = field(default_factory=dict)
-    """Log stream -> the forward token to read it on from."""
+    streams: dict[str, _Stream] = field(default_factory=dict)
+    polls: int = 0
     cancelled: bool = False
+    stop_sent: bool = False
     done: bool = False
     tries: int = 0
     next_try: float = 0.0
@@ -379,6 +417,20 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def _unanswered(exc: Exception) -> bool:
+    """Whether a call failed without an answer (the request may have got through)."""
+    from botocore.exceptions import BotoCoreError
+
+    return isinstance(exc, BotoCoreError)
+
+
+def _host_order(stream: str) -> tuple[int, int]:
+    """``<job>/algo-<host>-<epoch>`` sorts by host, then oldest first (a spot restart of a
+    job writes a new stream for the same host)."""
+    match = re.search(r"/algo-(\d+)-(\d+)$", stream)
+    return (int(match.group(1)), int(match.group(2))) if match else (1_000_000, 0)
+
+
 class SageMakerBackend:
     """Runs each trial as a SageMaker training job.
 
@@ -390,7 +442,8 @@ class SageMakerBackend:
         sleep: waits between polls.
 
     Raises:
-        BackendError: without a region or credentials, before any job is created.
+        BackendError: without a region or credentials, or when the study's job names are
+            taken by another study; before any job is created.
     """
 
     name: ClassVar[str] = "sagemaker"
@@ -439,13 +492,37 @@ class SageMakerBackend:
         self._capacity = self._wanted
         self._limited_at: float | None = None
         self._price = config.price()
+        bundled = self._price is not None and config.instance_type not in config.prices
+        if bundled and self.region != "us-east-1":
+            _log.warning(
+                "trial costs use the us-east-1 price of %s; give %s's in `prices:`",
+                config.instance_type,
+                self.region,
+            )
         self._jobs: dict[str, _Job] = {}
         self._ready: list[TrialUpdate] = []
-        """Final updates known before the next poll (jobs that finished while no one watched)."""
+        """Updates known before the next poll (jobs that finished while no one watched)."""
         self._next_poll = 0.0
         self._swept = False
         self._code_uri: str | None = None
         self._rng = random.Random()
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Refuses, before any job, a study whose job names an earlier study took."""
+        first = job_name(self.prefix, 0, 0)
+        try:
+            described = self._sm.describe_training_job(TrainingJobName=first)
+        except Exception as exc:
+            if _error_code(exc) in ("ValidationException", "ResourceNotFound"):
+                return
+            raise
+        if not self._is_ours(described["TrainingJobArn"]):
+            raise BackendError(
+                f"SageMaker already has a training job named {first}, from an earlier study "
+                f"called {self.study!r}; job names are unique for ever in an account and "
+                "region, so give this study a new `name`"
+            )
 
     # --- the protocol ---------------------------------------------------------------------
 
@@ -460,37 +537,39 @@ class SageMakerBackend:
         job = _Job(name, trial.number, trial.attempt, MetricParser(trial.entry.metric_definitions))
         job.request = self._request(trial, name)
         handle = TrialHandle(self.name, trial.number, {"job": name, "attempt": trial.attempt})
-        if any(j.request is not None for j in self._jobs.values()):
-            self._jobs[name] = job  # others wait for quota: queue behind them
-            self._hold(job, None)
+        waiting = any(j.request is not None for j in self._jobs.values())
+        self._jobs[name] = job  # before the call: a create that gets through is never lost
+        if waiting:
+            self._hold(job, None)  # others wait for quota: queue behind them
             return handle
-        self._create(job)
-        self._jobs[name] = job
+        try:
+            self._create(job)
+        except Exception:
+            del self._jobs[name]
+            raise
         return handle
 
     def poll(self, timeout: float) -> list[TrialUpdate]:
-        if self._ready:
-            ready, self._ready = self._ready, []
-            return ready
-        now = self._clock()
-        if now < self._next_poll:
-            self._sleep(max(0.0, min(timeout, self._next_poll - now)))
-            if self._clock() < self._next_poll:
-                return []
-        self._next_poll = self._clock() + self._config.poll_interval
-        updates = self._refresh()
+        if not self._ready:
+            now = self._clock()
+            if now < self._next_poll:
+                self._sleep(max(0.0, min(timeout, self._next_poll - now)))
+            if self._clock() >= self._next_poll:
+                self._next_poll = self._clock() + self._config.poll_interval
+                self._refresh()
         ready, self._ready = self._ready, []
-        return ready + updates
+        return ready
 
     def cancel(self, handle: TrialHandle) -> None:
         job = self._jobs.get(str(handle.data.get("job", "")))
         if job is None or job.cancelled or job.done:
             return
         job.cancelled = True
-        if job.request is not None:  # never created
-            job.done = True
+        job.request = None  # no one waits behind it
+        if job.created is None and not job.attempted:
+            job.done = True  # never created: nothing to stop
             return
-        self._stop(job.name)
+        self._stop(job)
 
     def reattach(self, handle: TrialHandle) -> bool:
         attempt = int(handle.data.get("attempt", 0))
@@ -513,14 +592,17 @@ class SageMakerBackend:
         return True
 
     def close(self) -> None:
+        """Stops every job of the study that still runs: those it follows, those whose
+        creation it never heard back about, and any other found by the study's tag."""
         for job in self._jobs.values():
-            if job.created is not None and not job.done and not job.cancelled:
+            job.request = None
+            if (job.created is not None or job.attempted) and not job.done and not job.stop_sent:
                 job.cancelled = True
-                self._stop(job.name)
+                self._stop(job)
         try:
             self._stop_tagged(lambda name: True)
-        except Exception:
-            _log.warning("could not list the study's jobs to stop them", exc_info=True)
+        except Exception as exc:
+            _log.warning("could not search the study's jobs to stop them: %s", exc)
 
     # --- creating jobs --------------------------------------------------------------------
 
@@ -606,14 +688,32 @@ class SageMakerBackend:
         return self._code_uri
 
     def _create(self, job: _Job) -> bool:
-        """Creates ``job``; returns False if a quota refused it (it is then held)."""
+        """Creates ``job``; False if it has to wait (a quota, or no answer came back).
+
+        Raises:
+            BackendError: for a quota of zero, or a name another study took.
+            botocore.exceptions.ClientError: for a request SageMaker refuses.
+        """
         assert job.request is not None
         try:
+            job.attempted = True
             self._sm.create_training_job(**job.request)
         except Exception as exc:
             code = _error_code(exc)
+            job.attempted = _unanswered(exc)  # refused outright: it does not exist
             if code == "ResourceLimitExceeded":
+                if re.search(r"\bis 0 Instances?\b", str(exc)):
+                    raise BackendError(
+                        f"the account's quota for this job is 0 ({str(exc).split(': ', 1)[-1]}); "
+                        "request an increase in the Service Quotas console, or pick another "
+                        "instance_type"
+                    ) from None
                 self._hold(job, exc)
+                return False
+            if _unanswered(exc):
+                # It may exist: the next try finds it (ResourceInUse, ours) or creates it.
+                _log.warning("no answer creating job %s (%s); trying again", job.name, exc)
+                self._hold(job, None)
                 return False
             if code != "ResourceInUse":
                 raise
@@ -630,7 +730,7 @@ class SageMakerBackend:
         return True
 
     def _hold(self, job: _Job, exc: Exception | None) -> None:
-        """Keeps a trial SageMaker refused for quota, to create it later; runs fewer at once."""
+        """Keeps a trial to create later; a quota refusal (``exc``) runs fewer at once."""
         job.tries += 1
         wait = min(self._config.limit_backoff * 2 ** (job.tries - 1), 900.0)
         job.next_try = self._clock() + wait * self._rng.uniform(0.8, 1.2)
@@ -653,9 +753,23 @@ class SageMakerBackend:
         for job in list(self._jobs.values()):
             if job.request is None or job.done:
                 continue
-            if now < job.next_try or not self._create(job):
+            if now < job.next_try:
                 return  # keep their order: later ones wait behind this one
-            _log.info("trial %d: job %s created after waiting for quota", job.trial, job.name)
+            try:
+                if not self._create(job):
+                    return
+            except Exception as exc:  # refused for good: the trial fails, the study goes on
+                job.request, job.done = None, True
+                self._ready.append(
+                    TrialUpdate(
+                        job.trial,
+                        TrialStatus.FAILED,
+                        error=f"SageMaker refused job {job.name}: {exc}",
+                        error_kind=ErrorKind.USER,
+                    )
+                )
+                continue
+            _log.info("trial %d: job %s created after waiting", job.trial, job.name)
         # No one waits: win back one slot at a time, slowly.
         if (
             self._limited_at is not None
@@ -679,47 +793,74 @@ class SageMakerBackend:
 
     # --- watching jobs --------------------------------------------------------------------
 
-    def _refresh(self) -> list[TrialUpdate]:
+    def _refresh(self) -> None:
+        """One poll: what every job did since the last one, into ``self._ready``.
+
+        Any AWS error here is a warning, and what it stopped is tried again at the next poll:
+        a throttled log read or a lost connection must not end a study of running jobs.
+        """
         if not self._swept:
-            self._swept = True
-            self._stop_tagged(lambda name: name not in self._jobs)
-        self._create_held()
+            self._swept = self._guarded("search the study's jobs", self._sweep_orphans)
+        self._guarded("create waiting jobs", self._create_held)
         live = [j for j in self._jobs.values() if j.created is not None and not j.done]
         if not live:
-            return []
-        statuses = self._statuses(live)
-        updates: list[TrialUpdate] = []
-        now = datetime.now(UTC)
+            return
+        statuses: dict[str, str] = {}
+        if not self._guarded(
+            "list the study's jobs", lambda: statuses.update(self._statuses(live))
+        ):
+            return
         for job in live:
-            assert job.created is not None
-            status = statuses.get(job.name)
-            if status is None:
-                if now - job.created < VISIBILITY_GRACE:
-                    continue  # created, not listed yet: running
-                status = self._describe_status(job)
-            if job.cancelled:
-                job.done = status in _FINISHED or status == "Missing"
-                continue
-            if status == "Missing":
-                job.done = True
-                updates.append(
-                    TrialUpdate(
-                        job.trial,
-                        TrialStatus.FAILED,
-                        error=f"SageMaker job {job.name} disappeared",
-                        error_kind=ErrorKind.INFRA,
-                    )
+            self._guarded(f"follow job {job.name}", self._follow, job, statuses.get(job.name))
+
+    def _guarded(self, what: str, action: Callable[..., Any], *args: Any) -> bool:
+        try:
+            action(*args)
+        except Exception as exc:
+            _log.warning(
+                "could not %s (%s: %s); trying again at the next poll",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        return True
+
+    def _sweep_orphans(self) -> None:
+        self._stop_tagged(lambda name: name not in self._jobs)
+
+    def _follow(self, job: _Job, status: str | None) -> None:
+        assert job.created is not None
+        now = datetime.now(UTC)
+        if status is None:
+            if now - job.created < VISIBILITY_GRACE:
+                return  # created, not listed yet: running
+            status = self._describe_status(job)
+        if job.cancelled:
+            if status == "InProgress" and not job.stop_sent:
+                self._stop(job)  # the first stop failed: send it again
+            job.done = status in _FINISHED or status == "Missing"
+            return
+        if status == "Missing":
+            job.done = True
+            self._ready.append(
+                TrialUpdate(
+                    job.trial,
+                    TrialStatus.FAILED,
+                    error=f"SageMaker job {job.name} disappeared",
+                    error_kind=ErrorKind.INFRA,
                 )
-            elif status in _FINISHED:
-                described = self._sm.describe_training_job(TrainingJobName=job.name)
-                updates.extend(self._final(job, described))
-            else:
-                updates.extend(self._tail(job))
-                if self._price is not None:
-                    hours = (now - job.created).total_seconds() / 3600
-                    cost = hours * self._price * self._config.instance_count
-                    updates.append(TrialUpdate(job.trial, TrialStatus.RUNNING, cost=cost))
-        return updates
+            )
+        elif status in _FINISHED:
+            described = self._sm.describe_training_job(TrainingJobName=job.name)
+            self._ready.extend(self._final(job, described))
+        else:
+            self._ready.extend(self._tail(job))
+            if self._price is not None:
+                # An upper bound: from creation (provisioning included), at on-demand rates.
+                hours = (now - job.created).total_seconds() / 3600
+                cost = hours * self._price * self._config.instance_count
+                self._ready.append(TrialUpdate(job.trial, TrialStatus.RUNNING, cost=cost))
 
     def _statuses(self, live: list[_Job]) -> dict[str, str]:
         """The status of every listed job of the study created since the oldest live one."""
@@ -742,47 +883,70 @@ class SageMakerBackend:
                 return "Missing"
             raise
 
-    def _tail(self, job: _Job) -> list[TrialUpdate]:
-        """Reads what is new in the job's log streams; metric lines become updates."""
-        try:
-            found = self._logs.describe_log_streams(
-                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job.name}/"
-            )["logStreams"]
-        except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
-                return []  # no log yet
-            raise
-        for stream in sorted(s["logStreamName"] for s in found):
-            job.streams.setdefault(stream, None)
+    def _tail(self, job: _Job, *, final: bool = False) -> list[TrialUpdate]:
+        """Reads what is new in the job's log streams; metric lines of its first host become
+        updates. Best effort: a failed read is tried again from where it stopped."""
+        job.polls += 1
+        hosts = {_host_order(s)[0] for s in job.streams}
+        if final or 1 not in hosts or job.polls % 10 == 0:  # new streams: a host, a restart
+            try:
+                found = self._logs.describe_log_streams(
+                    logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job.name}/"
+                )["logStreams"]
+            except Exception as exc:
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+                found = []  # no log yet
+            for stream in found:
+                name = stream["logStreamName"]
+                job.streams.setdefault(name, _Stream(name))
         updates: list[TrialUpdate] = []
-        for index, stream in enumerate(sorted(job.streams)):
-            for line in self._read(job, stream):
+        for stream in sorted(job.streams.values(), key=lambda s: _host_order(s.name)):
+            for line in self._read(stream, LOG_PAGES_FINAL if final else LOG_PAGES):
                 job.log.write(line + "\n")
-                if index == 0:  # metrics come from the first host, as on SageMaker
+                if _host_order(stream.name)[0] == 1:
                     updates.extend(
                         TrialUpdate(job.trial, TrialStatus.RUNNING, {name: value}, step)
                         for name, step, value in job.parser.feed(line)
                     )
         return updates
 
-    def _read(self, job: _Job, stream: str) -> list[str]:
+    def _read(self, stream: _Stream, pages: int) -> list[str]:
+        """Lines of ``stream`` after its token, up to ``pages`` pages; the end is where the
+        token comes back unchanged (an empty page is not the end)."""
         lines: list[str] = []
-        for _ in range(LOG_PAGES):
-            token = job.streams[stream]
-            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
-            page = self._logs.get_log_events(
-                logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True, **kwargs
-            )
-            lines.extend(event["message"].rstrip("\n") for event in page["events"])
-            job.streams[stream] = page["nextForwardToken"]
-            if not page["events"] or page["nextForwardToken"] == token:
+        for _ in range(pages):
+            kwargs: dict[str, Any] = {"nextToken": stream.token} if stream.token else {}
+            if stream.token is None and stream.last_time:
+                kwargs = {"startTime": stream.last_time + 1}
+            try:
+                page = self._logs.get_log_events(
+                    logGroupName=LOG_GROUP,
+                    logStreamName=stream.name,
+                    startFromHead=True,
+                    **kwargs,
+                )
+            except Exception as exc:
+                if _error_code(exc) == "InvalidParameterException" and stream.token:
+                    stream.token = None  # an expired token: read on by time
+                    continue
+                raise
+            for event in page["events"]:
+                lines.append(event["message"].rstrip("\n"))
+                stream.last_time = max(stream.last_time, int(event.get("timestamp", 0)))
+            unchanged = page["nextForwardToken"] == stream.token
+            stream.token = page["nextForwardToken"]
+            if unchanged:
                 break
         return lines
 
     def _final(self, job: _Job, described: Mapping[str, Any]) -> list[TrialUpdate]:
         """The updates for a finished job: its last metric lines, then its outcome."""
-        job.done = True
-        updates = [u for u in self._tail(job) if u.metrics]
+        try:
+            updates = [u for u in self._tail(job, final=True) if u.metrics]
+        except Exception as exc:  # the outcome matters more than the log's last lines
+            _log.warning("could not read the end of job %s's log: %s", job.name, exc)
+            updates = []
         metrics = dict(job.parser.last)
         for item in described.get("FinalMetricDataList", []):
             metrics[item["MetricName"]] = float(item["Value"])
@@ -820,6 +984,7 @@ class SageMakerBackend:
                 error_kind=ErrorKind.USER if user else ErrorKind.INFRA,
                 **common,
             )
+        job.done = True
         return [*updates, final]
 
     def _cost(self, described: Mapping[str, Any]) -> dict[str, Any]:
@@ -848,14 +1013,17 @@ class SageMakerBackend:
 
     # --- stopping -------------------------------------------------------------------------
 
-    def _stop(self, name: str) -> None:
+    def _stop(self, job: _Job) -> None:
+        """Asks SageMaker to stop ``job``; a failed request is sent again at the next poll."""
         try:
-            self._sm.stop_training_job(TrainingJobName=name)
-            _log.info("stopping SageMaker job %s", name)
+            self._sm.stop_training_job(TrainingJobName=job.name)
+            _log.info("stopping SageMaker job %s", job.name)
         except Exception as exc:
-            # Finished, already stopping, or never listed: there is nothing left to stop.
+            # Finished, already stopping, or never created: there is nothing left to stop.
             if _error_code(exc) not in ("ValidationException", "ResourceNotFound"):
-                raise
+                _log.warning("could not stop job %s (%s); trying again", job.name, exc)
+                return
+        job.stop_sent = True
 
     def _stop_tagged(self, which: Callable[[str], bool]) -> None:
         """Stops the study's running jobs, found by its tag, that ``which`` picks."""
@@ -871,11 +1039,15 @@ class SageMakerBackend:
             )
             for result in page.get("Results", []):
                 name = result["TrainingJob"]["TrainingJobName"]
-                known = self._jobs.get(name)
-                if which(name) and not (known and known.cancelled):
-                    if known is None:
-                        _log.warning("stopping SageMaker job %s: no trial follows it", name)
-                    self._stop(name)
+                job = self._jobs.get(name)
+                if not which(name) or (job is not None and job.stop_sent):
+                    continue
+                if job is None:
+                    _log.warning("stopping SageMaker job %s: no trial follows it", name)
+                    job = _Job(name, -1, 0, MetricParser(()), cancelled=True)
+                    job.created = datetime.now(UTC)
+                    self._jobs[name] = job
+                self._stop(job)
             token = page.get("NextToken")
             if not token:
                 return

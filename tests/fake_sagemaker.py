@@ -37,6 +37,10 @@ REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 BUCKET = "tuner-tests"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+QUOTA_REFUSAL = (
+    "The account-level service limit 'ml.m5.large for training job usage' is 2 Instances, "
+    "with current utilization of 2 Instances and a request delta of 1 Instances"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Outcome:
     """
 
     lines: Sequence[str] = ()
+    other_host_lines: Sequence[str] = ()
+    """Printed by a second instance (algo-2), at the same pace."""
     seconds: float = 0.3
     status: str = "Completed"
     failure_reason: str | None = None
@@ -79,7 +85,9 @@ class FakeSageMaker:
         self.url = f"http://127.0.0.1:{self.port}"
         self.script: Script = lambda name, hyperparameters: Outcome()
         self.refuse = 0
-        """New jobs to refuse with ResourceLimitExceeded."""
+        """New jobs to refuse with ResourceLimitExceeded..."""
+        self.refusal = QUOTA_REFUSAL
+        """... with this message."""
         self.stop_lag = 0.3
         self.created: list[str] = []
         self.requests: dict[str, dict[str, Any]] = {}
@@ -123,8 +131,10 @@ class FakeSageMaker:
             thread.join(timeout=10)
         self._threads.clear()
         moto_api_backend.reset()
+        self.__dict__.pop("_play", None)  # a test's LocalTrainingJobs ends with the test
         self.script = lambda name, hyperparameters: Outcome()
         self.refuse = 0
+        self.refusal = QUOTA_REFUSAL
         self.created.clear()
         self.requests.clear()
         self.stops.clear()
@@ -214,10 +224,7 @@ class FakeSageMaker:
             with fake._lock:
                 if fake.refuse > 0:
                     fake.refuse -= 1
-                    raise ResourceLimitExceeded(
-                        "The account-level service limit 'ml.m5.large for training job "
-                        "usage' is 2 Instances; request an increase"
-                    )
+                    raise ResourceLimitExceeded(fake.refusal)
             spec = json.loads(json.dumps(kwargs["algorithm_specification"]))
             job = backend_create(backend, training_job_name, **kwargs)
             job.algorithm_specification = spec  # moto replaces the metric definitions
@@ -273,10 +280,15 @@ class FakeSageMaker:
         lines = list(outcome.lines)
         pause = outcome.seconds / (len(lines) + 1)
         logs = _LogWriter(self.client("logs"), name)
-        for line in lines:
+        other = (
+            _LogWriter(self.client("logs"), name, "algo-2") if outcome.other_host_lines else None
+        )
+        for index, line in enumerate(lines):
             if self._wait(name, pause):
                 break
             logs.write(line)
+            if other is not None and index < len(outcome.other_host_lines):
+                other.write(outcome.other_host_lines[index])
         else:
             self._wait(name, pause)
         if name in self._stop_requested:

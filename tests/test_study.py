@@ -440,3 +440,38 @@ def test_pruner_specs_validate() -> None:
         ({"type": "none"}, optuna.pruners.NopPruner),
     ]:
         assert isinstance(make_pruner(TypeAdapter(Pruner).validate_python(section)), kind)
+
+
+def test_a_backend_that_fails_to_poll_for_a_while_does_not_end_the_study(
+    make_spec: Callable[..., Any],
+) -> None:
+    backend = InProcessBackend()
+    real_poll = backend.poll
+    failures = {"left": 3}
+
+    def poll(timeout: float) -> list[TrialUpdate]:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise ConnectionError("the cloud API had a bad minute")
+        return real_poll(timeout)
+
+    backend.poll = poll  # type: ignore[method-assign]
+    waits: list[float] = []
+    summary = Study(make_spec(), backend=backend, tracker=None, sleep=waits.append).run()
+
+    assert summary.counts[TrialState.COMPLETE] == 6
+    assert waits == [2.0, 4.0, 8.0]  # backing off between tries
+
+
+def test_a_backend_that_never_answers_ends_the_study_with_its_error(
+    make_spec: Callable[..., Any],
+) -> None:
+    backend = InProcessBackend()
+
+    def poll(timeout: float) -> list[TrialUpdate]:
+        raise ConnectionError("gone for good")
+
+    backend.poll = poll  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError, match="gone for good"):
+        Study(make_spec(), backend=backend, tracker=None, sleep=lambda s: None).run()
+    assert sorted(backend.cancelled) == [0, 1]  # what it started is stopped

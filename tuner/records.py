@@ -177,8 +177,7 @@ class Tally:
     def add(self, record: TrialRecord) -> bool:
         """Counts ``record``; returns whether it is the new best."""
         self.counts[record.state] += 1
-        if record.cost is not None:
-            self.cost = (self.cost or 0.0) + record.cost
+        self.spend(record.cost)
         for key, value in record.details.items():
             if isinstance(value, int | float) and key.endswith("_usd"):
                 self.totals[key] = self.totals.get(key, 0.0) + value
@@ -192,6 +191,11 @@ class Tally:
             self.best = record
             return True
         return False
+
+    def spend(self, cost: float | None) -> None:
+        """Adds what a trial cost, counted or not (a cancelled one is queued again)."""
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
 
     @property
     def finished(self) -> int:

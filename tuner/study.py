@@ -53,6 +53,8 @@ _HARD_STOPS = (StopReason.INTERRUPTED, StopReason.MAX_TIME, StopReason.MAX_FAILU
 """Stops that cancel running trials; the others let them finish."""
 
 _DEFAULT = object()
+MAX_POLL_FAILURES = 5
+"""Polls in a row that may fail (about a minute of backoff) before the study gives up."""
 LOG_TAIL_CHARS = 4000
 """Characters of a trial's output kept in the study store (MLflow gets all of it)."""
 
@@ -91,6 +93,7 @@ class Study:
         tracker: the MLflow mirror; built from ``spec.tracking`` unless given (``None``: off).
         storage: an optuna storage; the spec's (journal file by default) unless given.
         clock: seconds, monotonic; for the time budget.
+        sleep: waits (between tries of a failing backend).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Study:
         tracker: Any = _DEFAULT,
         storage: BaseStorage | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.spec = spec
         self._backend = backend
@@ -109,6 +113,7 @@ class Study:
         self._tracker = tracker
         self._storage = storage
         self.clock = clock
+        self.sleep = sleep
         self.summary: StudySummary | None = None
         self.engine: str | None = None
         self.tracking_uri: str | None = None
@@ -239,6 +244,7 @@ class _Loop:
     ):
         self.spec = owner.spec
         self.clock = owner.clock
+        self.sleep = owner.sleep
         self.study = study
         self.sampler = sampler
         self.backend = backend
@@ -246,6 +252,7 @@ class _Loop:
         self.running: dict[int, _Running] = {}
         self.tally = Tally(maximize=self.spec.objective.direction is Direction.MAXIMIZE)
         self.failures = 0
+        self.poll_failures = 0
         self.stop_reason: StopReason | None = None
         self.message: str | None = None
         self.started_at = self.clock()
@@ -288,6 +295,8 @@ class _Loop:
                 self.tally.add(record)
                 if record.state is TrialState.FAILED:
                     self.failures += 1
+            else:
+                self.tally.spend(record.cost)  # interrupted attempts cost money too
             known.append(record)
         parent = study_attrs.get(Attr.MLFLOW_PARENT_RUN_ID)
         self._emit(
@@ -362,8 +371,24 @@ class _Loop:
                     self.stop_reason = final
                     return
                 continue  # every launch failed at submission; max_failures bounds this
-            self._handle(self.backend.poll(self._poll_timeout()))
+            self._handle(self._poll())
             self._enforce_timeouts()
+
+    def _poll(self) -> list[Any]:
+        """The backend's news; a failing poll is tried again a few times, with backoff, before
+        the study gives up on its backend (a cloud API's bad minute must not end a study)."""
+        try:
+            updates = self.backend.poll(self._poll_timeout())
+        except Exception as exc:
+            self.poll_failures += 1
+            if self.poll_failures > MAX_POLL_FAILURES:
+                raise
+            wait = min(2.0**self.poll_failures, 30.0)
+            _log.warning("polling the backend failed (%s); trying again in %.0fs", exc, wait)
+            self.sleep(wait)
+            return []
+        self.poll_failures = 0
+        return updates
 
     def _poll_timeout(self) -> float:
         timeout = 0.5
@@ -678,9 +703,13 @@ class _Loop:
     def finish(self) -> StudySummary:
         for number, running in list(self.running.items()):
             _safely(self.backend.cancel, running.handle)
+            cost = self._keep_cost(running, None, {})
+            self.tally.spend(cost)
             trial_id = running.trial._trial_id  # noqa: SLF001
             self._requeue(trial_id, number, dict(running.record.params))
-            record = replace(running.record, state=TrialState.CANCELLED, finished=datetime.now())
+            record = replace(
+                running.record, state=TrialState.CANCELLED, finished=datetime.now(), cost=cost
+            )
             self._emit("trial_finished", record)
             del self.running[number]
         summary = self._summary()

@@ -205,6 +205,14 @@ backend:
         (ROLE, "  keep_alive: 2h\n", "", "backend.keep_alive", "3600"),
         (ROLE, "  code_path: bucket/code\n", "", "backend.code_path", "s3://bucket/prefix"),
         (ROLE, "  tags: {tuner:study: x}\n", "", "backend.tags", "reserved"),
+        (ROLE, "  tags: {'a|b': x}\n", "", "backend.tags", "letters, digits"),
+        (
+            ROLE,
+            "  spot: {enabled: true}\n  keep_alive: 10m\n",
+            "",
+            "backend",
+            "no warm pool for spot",
+        ),
     ],
 )
 def test_spec_errors_name_the_field_and_the_fix(
@@ -767,3 +775,174 @@ def test_tiny_jobs_on_a_real_aws_account(
         assert summary.cost > 0
     finally:
         backend.close()  # stops anything still running, found by the study's tag
+
+
+# --- AWS on a bad day ------------------------------------------------------------------------
+
+
+def _failing(code: str, status: int, times: int) -> Callable[..., Any]:
+    """A botocore before-send hook answering the first ``times`` calls with an error."""
+    state = {"left": times}
+
+    def hook(request: Any, **kwargs: Any) -> Any:
+        if state["left"] <= 0:
+            return None
+        state["left"] -= 1
+        body = json.dumps({"__type": code, "message": "try later"}).encode()
+        return AWSResponse(
+            request.url, status, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body)
+        )
+
+    hook.state = state  # type: ignore[attr-defined]
+    return hook
+
+
+def test_a_failing_log_service_does_not_end_the_study(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    sagemaker.script = _quadratic
+    spec = sm_spec(budget={"max_trials": 3, "max_concurrent": 3}, backend={"max_attempts": 1})
+    backend = _backend(spec)
+    outage = _failing("ServiceUnavailableException", 503, 12)
+    backend._logs.meta.events.register("before-send.cloudwatch-logs", outage)
+    with caplog.at_level(logging.WARNING, logger="backends.sagemaker"):
+        summary = Study(spec, backend=backend, tracker=None).run()
+
+    assert outage.state["left"] == 0  # type: ignore[attr-defined]
+    assert "trying again at the next poll" in caplog.text
+    assert summary.counts[TrialState.COMPLETE] == 3, [t.error for t in records(load_study(spec))]
+    for trial in records(load_study(spec)):
+        assert trial.value == pytest.approx(trial.params["x"] ** 2 + 1 / 3, abs=1e-6)
+
+
+def test_a_stop_that_fails_is_sent_again(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    sagemaker.script = lambda name, hp: Outcome(seconds=30.0)
+    spec = sm_spec(budget={"max_trials": 1}, trial={"timeout": 0.5}, backend={"max_attempts": 1})
+    backend = _backend(spec)
+    refusal = _failing("ThrottlingException", 400, 1)
+    backend._sm.meta.events.register("before-send.sagemaker.StopTrainingJob", refusal)
+    Study(spec, backend=backend, tracker=None).run()
+    backend.close()
+
+    (name,) = sagemaker.created
+    assert refusal.state["left"] == 0  # type: ignore[attr-defined]
+    assert sagemaker.stops == [name]
+    sagemaker.wait_for(lambda: sagemaker.status(name) == "Stopped")
+
+
+def test_cancelling_a_waiting_trial_lets_the_next_one_start(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    from tuner.backend import CommandEntry, MetricDefinition, TrialSpec
+
+    spec = sm_spec()
+    backend = _backend(spec)
+    entry = CommandEntry(("python", "train.py"), (MetricDefinition("loss", LOSS["regex"]),))
+    sagemaker.refuse = 1
+    first = backend.submit(TrialSpec(spec.name, 0, {"x": 0.1}, entry, "loss"))
+    assert sagemaker.created == []  # refused for quota: it waits
+    backend.cancel(first)
+    backend.submit(TrialSpec(spec.name, 1, {"x": 0.2}, entry, "loss"))
+    assert sagemaker.created == [job_name(backend.prefix, 1, 0)]
+    backend.close()
+
+
+def test_a_zero_quota_fails_the_trial_and_says_how_to_fix(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    sagemaker.refuse = 100
+    sagemaker.refusal = (
+        "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 0 "
+        "Instances, with current utilization of 0 Instances"
+    )
+    spec = sm_spec(budget={"max_trials": 2, "max_failures": 2})
+    summary = Study(spec, tracker=None).run()
+
+    assert summary.stop_reason is StopReason.MAX_FAILURES
+    for trial in records(load_study(spec)):
+        assert "quota for this job is 0" in (trial.error or "")
+        assert "Service Quotas" in (trial.error or "")
+    assert sagemaker.created == []
+
+
+def test_job_names_another_study_took_are_refused_before_any_job(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    spec = sm_spec()
+    sagemaker.client("sagemaker").create_training_job(
+        TrainingJobName=job_name(job_prefix(spec.name), 0, 0),
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        RoleArn=ROLE,
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/x"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+        Tags=[{"Key": "tuner:study-uid", "Value": "an-earlier-study"}],
+    )
+    with pytest.raises(BackendError, match="give this study a new `name`"):
+        _backend(spec)
+
+
+def test_a_create_whose_answer_is_lost_is_found_not_duplicated(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    from botocore.exceptions import ConnectionClosedError
+
+    sagemaker.script = _quadratic
+    spec = sm_spec(budget={"max_trials": 2, "max_concurrent": 2}, backend={"max_attempts": 1})
+    backend = _backend(spec)
+    lost = {"left": 1}
+
+    def got_through_but_no_answer(request: Any, **kwargs: Any) -> Any:
+        if lost["left"] <= 0:
+            return None
+        lost["left"] -= 1
+        sagemaker.client("sagemaker").create_training_job(**json.loads(request.body))
+        raise ConnectionClosedError(endpoint_url=request.url)
+
+    backend._sm.meta.events.register(
+        "before-send.sagemaker.CreateTrainingJob", got_through_but_no_answer
+    )
+    summary = Study(spec, backend=backend, tracker=None).run()
+
+    assert lost["left"] == 0
+    assert summary.counts[TrialState.COMPLETE] == 2
+    assert sorted(sagemaker.created) == sorted(job_name(backend.prefix, n, 0) for n in (0, 1))
+
+
+def test_jobs_missing_from_listings_for_long_are_described(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    monkeypatch.setattr("backends.sagemaker.VISIBILITY_GRACE", timedelta(0))
+    sagemaker.script = _quadratic
+    spec = sm_spec(budget={"max_trials": 2, "max_concurrent": 2})
+    backend = _backend(spec)
+    calls = _calls(backend)
+    backend._sm.meta.events.register(
+        "after-call.sagemaker.ListTrainingJobs",
+        lambda parsed, **kwargs: parsed.update(TrainingJobSummaries=[]),
+    )
+    summary = Study(spec, backend=backend, tracker=None).run()
+
+    assert summary.counts[TrialState.COMPLETE] == 2
+    assert calls["DescribeTrainingJob"] > 2  # each poll asked for the unlisted jobs
+
+
+def test_metrics_come_from_the_first_instance_and_the_log_from_all(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    sagemaker.script = lambda name, hp: Outcome(
+        lines=["epoch=0 loss=3.0", "epoch=1 loss=2.0"],
+        other_host_lines=["epoch=0 loss=99.0 (algo-2)", "epoch=1 loss=98.0 (algo-2)"],
+        final_metrics={"loss": 2.0},
+    )
+    spec = sm_spec(budget={"max_trials": 1}, backend={"instance_count": 2})
+    Study(spec, tracker=None).run()
+
+    (stored,) = load_study(spec).get_trials()
+    assert stored.intermediate_values == {0: 3.0, 1: 2.0}
+    (trial,) = records(load_study(spec))
+    assert "loss=98.0 (algo-2)" in (trial.log or "")

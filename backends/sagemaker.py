@@ -29,9 +29,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from backends.sagemaker_prices import PRICES
 from tuner.backend import (
@@ -88,27 +96,25 @@ _CODE_EXCLUDES = (
 _REMOTE_MLFLOW = ("http://", "https://", "databricks", "arn:")
 
 
+def _s3_uri(value: str) -> str:
+    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", value):
+        raise ValueError(f"{value!r} is not an S3 URI; write it as s3://bucket/prefix")
+    return value.rstrip("/")
+
+
+S3Uri: TypeAlias = Annotated[str, AfterValidator(_s3_uri)]
+"""``s3://bucket/prefix``, checked when the spec is loaded."""
+
+
 class Channel(BaseModel):
     """An input channel: an S3 prefix the job gets in ``/opt/ml/input/data/<channel>``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    uri: str = Field(description="s3://bucket/prefix")
-
-    @field_validator("uri")
-    @classmethod
-    def _s3(cls, value: str) -> str:
-        return _s3_uri(value)
-
+    uri: S3Uri = Field(description="s3://bucket/prefix")
     content_type: str | None = None
     input_mode: Literal["File", "FastFile", "Pipe"] = "File"
     distribution: Literal["FullyReplicated", "ShardedByS3Key"] = "FullyReplicated"
-
-
-def _s3_uri(value: str) -> str:
-    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", value):
-        raise ValueError(f"{value!r} is not an S3 URI; write it as s3://bucket/prefix")
-    return value.rstrip("/")
 
 
 class Spot(BaseModel):
@@ -120,16 +126,11 @@ class Spot(BaseModel):
     max_wait: Duration | None = Field(
         None, description="Longest a job waits for spot capacity plus runs; >= max_runtime."
     )
-    checkpoint_path: str | None = Field(
+    checkpoint_path: S3Uri | None = Field(
         None,
         description="S3 prefix for /opt/ml/checkpoints, one folder per trial, so an "
         "interrupted trial resumes from its last checkpoint.",
     )
-
-    @field_validator("checkpoint_path")
-    @classmethod
-    def _s3(cls, value: str | None) -> str | None:
-        return None if value is None else _s3_uri(value)
 
 
 class VpcConfig(BaseModel):
@@ -158,7 +159,7 @@ class SageMakerConfig(BackendConfig):
     inputs: dict[str, Channel] = Field(
         default_factory=dict, description="Channels, e.g. {train: s3://bucket/data/train}."
     )
-    output_path: str = Field(description="Where models go: <output_path>/<job>/output/.")
+    output_path: S3Uri = Field(description="Where models go: <output_path>/<job>/output/.")
     source_dir: str | None = Field(
         None, description="Folder packed and shipped to the job (default: the spec's folder)."
     )
@@ -167,7 +168,7 @@ class SageMakerConfig(BackendConfig):
         description="The script a framework image runs, relative to source_dir; unset, the "
         "image's own entry point runs.",
     )
-    code_path: str | None = Field(
+    code_path: S3Uri | None = Field(
         None, description="S3 prefix for the code (default: output_path)."
     )
     environment: dict[str, str] = Field(default_factory=dict)
@@ -210,11 +211,6 @@ class SageMakerConfig(BackendConfig):
         if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", value):
             raise ValueError(f"{value!r} is not a SageMaker instance type such as ml.g5.xlarge")
         return value
-
-    @field_validator("output_path", "code_path")
-    @classmethod
-    def _s3_path(cls, value: str | None) -> str | None:
-        return None if value is None else _s3_uri(value)
 
     @field_validator("inputs", mode="before")
     @classmethod

@@ -117,10 +117,12 @@ class _Outbox:
         self._trial = (number, attempt)
         self._queue: queue.SimpleQueue[tuple[int, dict[str, float]] | None] = queue.SimpleQueue()
         self.last: Any = None
-        self._thread = threading.Thread(target=self._send, name="tuner-reports", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first report
 
     def put(self, step: int, metrics: Any) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send, name="tuner-reports", daemon=True)
+            self._thread.start()
         self._queue.put((step, dict(metrics)))
 
     def _send(self) -> None:
@@ -129,8 +131,9 @@ class _Outbox:
 
     def close(self) -> Any:
         """Waits until every report is sent; returns the last call (None: none was made)."""
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
         return self.last
 
 

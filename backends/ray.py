@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import threading
 import time
 from typing import Any, ClassVar, Literal
@@ -137,6 +138,15 @@ class _Outbox:
         return self.last
 
 
+def _interruptible() -> None:
+    """Lets Ray's cancel interrupt this worker: Ray raises KeyboardInterrupt through SIGINT,
+    which a worker inherits as ignored when the cluster was started from a `nohup`'d or
+    backgrounded process, and then every cancel waits to be escalated to a kill."""
+    ignored = signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL)
+    if ignored and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _execute(
     number: int,
     attempt: int,
@@ -154,6 +164,7 @@ def _execute(
     """
     import ray
 
+    _interruptible()
     outbox = _Outbox(sink, number, attempt)
     try:
         result = run_trial(entry, params, objective, outbox.put, env=env, capture=True, grace=grace)

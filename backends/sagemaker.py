@@ -68,6 +68,9 @@ TAG_ATTEMPT = "tuner:attempt"
 MAX_JOB_NAME = 63
 MAX_TAGS = 50
 MAX_ENVIRONMENT = 100
+MAX_METRIC_DEFINITIONS = 40
+MAX_HYPERPARAMETERS = 95
+"""SageMaker's 100, less the five ``sagemaker_*`` entries for shipped code."""
 _OWN_ENVIRONMENT = 8
 """Variables tuner adds to a job's environment (TUNER_*, MLFLOW_*), with room to spare."""
 _TAG_TEXT = re.compile(r"[\w\s.:/=+\-@]*")
@@ -420,6 +423,26 @@ def _unanswered(exc: Exception) -> bool:
     return isinstance(exc, BotoCoreError)
 
 
+def _check_limits(entry: CommandEntry, params: Mapping[str, Any]) -> None:
+    """SageMaker's request limits that the spec does not check, with what to change."""
+    definitions = entry.metric_definitions
+    if len(definitions) > MAX_METRIC_DEFINITIONS:
+        raise BackendError(
+            f"SageMaker reads at most {MAX_METRIC_DEFINITIONS} metric definitions; the trial "
+            f"has {len(definitions)}: keep the ones the study needs"
+        )
+    for definition in definitions:
+        if len(definition.regex) > 500:
+            raise BackendError(
+                f"the regex of metric {definition.name!r} is longer than SageMaker's 500 characters"
+            )
+    if len(params) > MAX_HYPERPARAMETERS:
+        raise BackendError(
+            f"SageMaker takes at most {MAX_HYPERPARAMETERS} hyperparameters (tuner adds 5 for "
+            f"code it ships); the space has {len(params)}"
+        )
+
+
 def _host_order(stream: str) -> tuple[int, int]:
     """``<job>/algo-<host>-<epoch>`` sorts by host, then oldest first (a spot restart of a
     job writes a new stream for the same host)."""
@@ -529,6 +552,7 @@ class SageMakerBackend:
     def submit(self, trial: TrialSpec) -> TrialHandle:
         if not isinstance(trial.entry, CommandEntry):
             raise BackendError("the SageMaker backend runs command trials only")
+        _check_limits(trial.entry, trial.params)
         name = job_name(self.prefix, trial.number, trial.attempt)
         job = _Job(name, trial.number, trial.attempt, MetricParser(trial.entry.metric_definitions))
         job.request = self._request(trial, name)

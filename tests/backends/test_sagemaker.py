@@ -946,3 +946,18 @@ def test_metrics_come_from_the_first_instance_and_the_log_from_all(
     assert stored.intermediate_values == {0: 3.0, 1: 2.0}
     (trial,) = records(load_study(spec))
     assert "loss=98.0 (algo-2)" in (trial.log or "")
+
+
+def test_requests_past_sagemakers_limits_fail_the_trial_before_any_job(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    many = [{"name": f"m{i}", "regex": f"m{i}=([0-9.]+)"} for i in range(41)]
+    spec = sm_spec(
+        budget={"max_trials": 1, "max_failures": 1},
+        trial={"metric_definitions": [LOSS, *many]},
+    )
+    Study(spec, tracker=None).run()
+
+    (trial,) = records(load_study(spec))
+    assert "at most 40 metric definitions" in (trial.error or "")
+    assert sagemaker.created == []

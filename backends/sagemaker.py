@@ -48,6 +48,7 @@ from tuner.backend import (
     BackendError,
     CommandEntry,
     ErrorKind,
+    MetricDefinition,
     MissingExtraError,
     TrialHandle,
     TrialSpec,
@@ -519,6 +520,7 @@ class SageMakerBackend:
                 self.region,
             )
         self._jobs: dict[str, _Job] = {}
+        """Jobs not done yet: running, waiting to be created, or stopping."""
         self._ready: list[TrialUpdate] = []
         """Updates known before the next poll (jobs that finished while no one watched)."""
         self._next_poll = 0.0
@@ -803,9 +805,7 @@ class SageMakerBackend:
         tags = self._sm.list_tags(ResourceArn=arn).get("Tags", [])
         return any(t["Key"] == TAG_UID and t["Value"] == self.uid for t in tags)
 
-    def _metric_definitions(self, described: Mapping[str, Any]) -> tuple[Any, ...]:
-        from tuner.backend import MetricDefinition
-
+    def _metric_definitions(self, described: Mapping[str, Any]) -> tuple[MetricDefinition, ...]:
         spec = described.get("AlgorithmSpecification", {})
         return tuple(
             MetricDefinition(d["Name"], d["Regex"]) for d in spec.get("MetricDefinitions", [])
@@ -819,6 +819,9 @@ class SageMakerBackend:
         Any AWS error here is a warning, and what it stopped is tried again at the next poll:
         a throttled log read or a lost connection must not end a study of running jobs.
         """
+        # A finished job's update is out: forget it (its log and parser with it), so a long
+        # study's polls cost what its running jobs do.
+        self._jobs = {name: job for name, job in self._jobs.items() if not job.done}
         if not self._swept:
             self._swept = self._guarded("search the study's jobs", self._sweep_orphans)
         self._guarded("create waiting jobs", self._create_held)

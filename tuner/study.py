@@ -422,12 +422,14 @@ class _Loop:
             self.tally.finished + len(self.running) >= budget.max_trials
         ):
             return StopReason.MAX_TRIALS
-        if budget.max_cost is not None and self._spent() >= budget.max_cost:
-            self.message = (
-                f"spent ${self._spent():.2f} of budget.max_cost ${budget.max_cost:g}; "
-                "running trials finish, no new one starts"
-            )
-            return StopReason.MAX_COST
+        if budget.max_cost is not None:
+            spent = self._spent()
+            if spent >= budget.max_cost:
+                self.message = (
+                    f"spent ${spent:.2f} of budget.max_cost ${budget.max_cost:g}; "
+                    "running trials finish, no new one starts"
+                )
+                return StopReason.MAX_COST
         return None
 
     def _spent(self) -> float:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fake_sagemaker import BUCKET, ROLE, FakeSageMaker, LocalTrainingJobs, Outco
 
 from backends.sagemaker import (
     SageMakerBackend,
+    _Job,
     job_name,
     job_prefix,
     pack_source,
@@ -37,6 +39,7 @@ from tuner.records import Attr, StopReason, TrialState
 from tuner.spec import SpecError, load_spec_text
 from tuner.store import load_study, records
 from tuner.study import Study
+from tuner.trial_runner import MetricParser
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1"
 LOSS = {"name": "loss", "regex": r"loss=([0-9.eE+-]+)"}
@@ -448,9 +451,12 @@ def test_stopping_a_job_that_already_finished_is_a_success(
     Study(spec, backend=backend, tracker=None).run()
     (name,) = sagemaker.created
     assert sagemaker.status(name) == "Completed"
-    backend._jobs[name].done = False  # as if the orchestrator had not seen it finish yet
+    # as if the orchestrator had not seen it finish yet
+    job = _Job(name, 0, 0, MetricParser(()), created=datetime.now(UTC))
+    backend._jobs[name] = job
     backend.cancel(TrialHandle("sagemaker", 0, {"job": name, "attempt": 0}))
     backend.close()
+    assert job.stop_sent  # SageMaker's "not in progress" answer is a success
     assert sagemaker.stops == []
 
 

@@ -40,3 +40,40 @@ def logs_into_its_own_run(params: dict[str, Any]) -> dict[str, float]:
     for step in range(3):
         tuner.report(step=step, loss=float(params["x"]) ** 2 + 1.0 / (step + 1))
     return {"loss": float(params["x"]) ** 2}
+
+
+def logs_every_way(params: dict[str, Any]) -> dict[str, float]:
+    """Uses MLflow the ways researchers do, several times over, from threads too.
+
+    Fluent calls with no run, `with mlflow.start_run()` twice, sklearn autologging (each `fit`
+    opens and ends a run of its own), a nested run and a thread: everything must land in this
+    trial's run (the nested run under it), whatever ran in this worker before.
+    """
+    import threading
+
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    leaked = "LEAKED_BY_TRIAL" in os.environ or mlflow.active_run() is not None
+    x = float(params["x"])
+    mlflow.log_metric("inner", x)
+    mlflow.set_tag("who", os.environ["TUNER_TRIAL"])
+    with mlflow.start_run():
+        mlflow.log_metric("first_block", x)
+    with mlflow.start_run():
+        mlflow.log_metric("second_block", x)
+    mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
+    features = np.arange(20.0).reshape(10, 2)
+    labels = np.array([0, 1] * 5)
+    LogisticRegression(C=abs(x) + 0.1).fit(features, labels)
+    mlflow.sklearn.autolog(disable=True)
+    with mlflow.start_run(nested=True, run_name="inner-step"):
+        mlflow.log_metric("nested", x)
+    thread = threading.Thread(target=lambda: mlflow.log_metric("from_thread", x))
+    thread.start()
+    thread.join()
+    # Process-global state a careless trial leaves behind for the next one in this worker.
+    os.environ["LEAKED_BY_TRIAL"] = os.environ["TUNER_TRIAL"]
+    mlflow.set_experiment("somewhere-else")
+    return {"loss": x**2, "saw_a_leak": float(leaked), "pid": float(os.getpid())}

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tuner import failpoints
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -217,6 +218,8 @@ class MlflowTracker(NullListener):
         self._closing = False
         self.unwritten = 0
         """Writes saved for ``tuner sync`` when the tracker closed."""
+        self.experiment_id: str | None = None
+        """The study's experiment, once the writer has found or made it."""
         self._thread = threading.Thread(target=self._work, name="tuner-mlflow", daemon=True)
         self._thread.start()
 
@@ -273,12 +276,21 @@ class MlflowTracker(NullListener):
                 self._pool_ready.wait(remaining)
 
     def trial_environment(self, number: int) -> Mapping[str, str]:
-        """``MLFLOW_TRACKING_URI`` and, when a run is ready, the trial's ``MLFLOW_RUN_ID``."""
+        """``MLFLOW_TRACKING_URI``, the study's ``MLFLOW_EXPERIMENT_ID`` and, when a run is
+        ready, the trial's ``MLFLOW_RUN_ID``.
+
+        The run's id is kept in the store before the trial starts, so whatever the trial logs
+        into it is found again after a crash.
+        """
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.experiment_id is not None:
+            env["MLFLOW_EXPERIMENT_ID"] = self.experiment_id
         try:
             run_id = self._pool.get_nowait()
         except queue.Empty:
             return env  # the server is slow or away: the trial's run is created when it can be
+        failpoints.hit("mlflow.claimed")
+        self._keep(number, run_id)
         self._claimed[number] = run_id
         env["MLFLOW_RUN_ID"] = run_id
         return env
@@ -531,6 +543,7 @@ class MlflowTracker(NullListener):
                 state.experiment_id = client.create_experiment(data["experiment"], tags=kind)
             else:
                 state.experiment_id = found.experiment_id
+            self.experiment_id = state.experiment_id
         if state.parent_run_id is None and data.get("parent_run_id"):
             state.parent_run_id = data["parent_run_id"]
             client.update_run(state.parent_run_id, status="RUNNING")
@@ -569,9 +582,10 @@ class MlflowTracker(NullListener):
         tags = {**data["tags"], "tuner.trial": str(number), "tuner.state": "RUNNING"}
         run_id = state.run_ids.get(number)
         if run_id is None and data.get("run_id"):
-            run_id = data["run_id"]
+            run_id = data["run_id"]  # claimed from the pool; the store has kept its id
             self._pooled -= 1
             tags["mlflow.runName"] = name
+            state.run_ids[number] = run_id
         if run_id is None:
             assert state.experiment_id is not None
             # Only a retried create may have happened already (its answer lost on the way).
@@ -641,6 +655,7 @@ class MlflowTracker(NullListener):
         for start in range(0, max(1, len(metrics)), _BATCH_LIMIT):
             chunk = metrics[start : start + _BATCH_LIMIT]
             self._client.log_batch(run_id, metrics=chunk, tags=tags if start == 0 else [])
+        failpoints.hit("mlflow.batch")
         if data.get("traceback"):
             self._client.log_text(run_id, data["traceback"], "error.txt")
         if data.get("log"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.backend import CommandEntry, FunctionEntry, MetricDefinition, TrialStatus
+from tuner.isolation import isolated
 from tuner.report import Reporter, reporting_to
 
 TRACEBACK_LIMIT = 8000
@@ -141,12 +142,16 @@ def run_function(
         env: environment variables set while the function runs.
         capture: keep what the function prints (only where one trial runs per process).
 
+    What the function changes in its process (environment, working directory, ``sys.path``,
+    MLflow's active run, ...) is undone afterwards (:func:`tuner.isolation.isolated`), so the
+    next trial in a reused worker starts clean.
+
     ``KeyboardInterrupt`` (how Ray cancels a task) is not caught.
     """
     log = OutputLog() if capture else None
     try:
         function = load_function(entry)
-        with _environment(env or {}), _captured(log), reporting_to(reporter):
+        with isolated(env or {}), _captured(log), reporting_to(reporter):
             returned = function(dict(params))
     except Exception as exc:
         tb = traceback.format_exc()
@@ -366,20 +371,6 @@ def objective_problem(metrics: Mapping[str, float], objective: str) -> str | Non
 
 def _failed(error: str) -> TrialResult:
     return TrialResult(TrialStatus.FAILED, error=error)
-
-
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

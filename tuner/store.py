@@ -63,7 +63,9 @@ def location(spec: StudySpec) -> StudyLocation:
 def open_storage(spec: StudySpec) -> BaseStorage:
     """The optuna storage of ``spec``'s study (created if need be)."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
+
+    from tuner.journal import DurableJournalFile
 
     if spec.storage.url:
         return optuna.storages.get_storage(spec.storage.url)
@@ -74,7 +76,7 @@ def open_storage(spec: StudySpec) -> BaseStorage:
     journal = str(where.journal)
     # optuna's default lock outlives a killed orchestrator for 30 s; this one knows its owner.
     lock = OwnedFileLock(f"{journal}.lock", journal)
-    return JournalStorage(JournalFileBackend(journal, lock_obj=lock))
+    return JournalStorage(DurableJournalFile(journal, lock_obj=lock))
 
 
 def open_study(
@@ -124,9 +126,9 @@ def delete_study(spec: StudySpec) -> bool:
     """
     import optuna
 
-    from tuner.locks import orchestrator_lock
+    from tuner.locks import study_lock
 
-    with orchestrator_lock(location(spec).orchestrator, spec.name):
+    with study_lock(spec):
         storage = open_storage(spec)
         try:
             optuna.delete_study(study_name=spec.name, storage=storage)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tuner import failpoints
 from tuner.backend import (
     Backend,
     BackendContext,
@@ -135,9 +136,11 @@ class Study:
             StudyBusyError: if another live process is running the study.
             KeyboardInterrupt: after cancelling running trials and closing the study.
         """
-        from tuner.locks import orchestrator_lock
+        from tuner.locks import study_lock
 
-        with orchestrator_lock(location(self.spec).orchestrator, self.spec.name):
+        with study_lock(self.spec) as lock:
+            # `lock.lost` is set if another orchestrator takes the study over (shared storage)
+            self.lock = lock
             return self._run(resume)
 
     def _run(self, resume: bool) -> StudySummary:
@@ -313,6 +316,7 @@ class _Loop:
         )
         for record in interrupted:  # their runs, left open by a killed orchestrator, close
             self._emit("trial_finished", record)
+        failpoints.hit("study.started")
 
     def _recover(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> bool:
         """Follows a trial an earlier run left running if the backend can; else queues it
@@ -495,6 +499,7 @@ class _Loop:
         trial.set_user_attr(Attr.HANDLE, handle.to_json())
         self.running[trial.number] = _Running(trial, record, handle, self.clock(), env)
         self._emit("trial_started", record)
+        failpoints.hit("trial.submitted")
 
     def _retry(self, running: _Running, update: Any) -> bool:
         """Submits a failed trial again if its failure allows it; says whether it did."""
@@ -538,6 +543,7 @@ class _Loop:
             if update.status is TrialStatus.RUNNING:
                 self._intermediate(running, update)
                 continue
+            failpoints.hit("trial.finished")
             del self.running[update.trial]
             if update.status is TrialStatus.COMPLETED:
                 self._complete(running, update)
@@ -572,6 +578,7 @@ class _Loop:
             running.trial.report(value, update.step)
             running.last_step = update.step
             if self.pruning and running.trial.should_prune():
+                failpoints.hit("trial.pruning")
                 self._prune(running, value, update.step)
 
     def _prune(self, running: _Running, value: float, step: int) -> None:
@@ -621,6 +628,7 @@ class _Loop:
         details = dict(update.details)
         cost = self._keep_cost(running, update, details)
         self.study.tell(trial, value)
+        failpoints.hit("trial.told")
         self._finished(
             replace(
                 running.record,

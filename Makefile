@@ -14,6 +14,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
 CHROMIUM := /usr/bin/chromium
+POSTGRES := /usr/lib/postgresql
 
 .PHONY: demo test lint typecheck check bench clean
 
@@ -34,7 +35,12 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-test: $(STAMP) $(CHROMIUM)
+# The study-lock tests start a throwaway PostgreSQL server from Debian's package.
+$(POSTGRES):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+
+test: $(STAMP) $(CHROMIUM) $(POSTGRES)
 	$(BIN)/python -m pytest
 
 # The peers (Ray Tune, optuna-integration) are only needed here, not for the tests.

@@ -149,3 +149,28 @@ def sagemaker(_fake_sagemaker_server: Any, monkeypatch: pytest.MonkeyPatch) -> A
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     fake.reset()
     return fake
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database on a throwaway PostgreSQL server (Debian's, which `make test` installs) for
+    the session. Skipped without the server's binaries, except under CI, where that fails."""
+    import importlib.util
+
+    from postgres import PostgresServer, server_binaries
+
+    missing = []
+    if server_binaries() is None:
+        missing.append("PostgreSQL's server (apt-get install postgresql)")
+    if importlib.util.find_spec("psycopg2") is None:
+        missing.append("psycopg2 (pip install -e '.[dev]')")
+    if missing:
+        reason = f"needs {' and '.join(missing)}; `make test` installs them"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresServer.start()
+    try:
+        yield server.create_database("tuner_test")
+    finally:
+        server.stop()

@@ -4,6 +4,13 @@ A lock file holds ``<host> <pid>`` of the process that holds it. A lock held by 
 this machine that no longer exists is taken over at once; one held elsewhere (a shared file
 system) is waited for, and broken only after ``grace`` seconds without the guarded file
 changing, as optuna's own journal locks do.
+
+:func:`study_lock` is the orchestrator's lock on a study: this file lock next to the journal,
+or, with a shared ``storage.url``, a row in that database (:mod:`tuner.study_lock`), so that one
+orchestrator runs a study across machines.
+
+``TUNER_HOSTNAME``, if set, is this process's host name in every lock (for tests that play a
+process of another machine, whose pid can then not be checked).
 """
 
 from __future__ import annotations
@@ -12,20 +19,56 @@ import contextlib
 import errno
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 # The journal backend's lock interface (`lock_obj=`), only exported from its own module.
 from optuna.storages.journal._file import BaseJournalFileLock
+
+if TYPE_CHECKING:
+    from tuner.spec import StudySpec
 
 
 class StudyBusyError(RuntimeError):
     """Another live orchestrator is running the study."""
 
 
+class StudyLockLostError(StudyBusyError):
+    """Another orchestrator took the study over (this one's heartbeat lapsed)."""
+
+
+class StudyLockError(RuntimeError):
+    """The study's lock cannot be taken: its database cannot be reached or used."""
+
+
+class HeldLock(Protocol):
+    """A study lock while it is held.
+
+    ``lost`` is set if another orchestrator took the study over; the study must then stop.
+    """
+
+    lost: threading.Event
+
+    @property
+    def lost_message(self) -> str:
+        """Who took the study over and why; empty while the lock is ours."""
+        ...
+
+    def check(self) -> None:
+        """Raises :class:`StudyLockLostError` if the lock was lost."""
+        ...
+
+
+def this_host() -> str:
+    """This machine's name in locks: ``TUNER_HOSTNAME`` if set (tests), else the host name."""
+    return os.environ.get("TUNER_HOSTNAME") or socket.gethostname()
+
+
 def _me() -> str:
-    return f"{socket.gethostname()} {os.getpid()}"
+    return f"{this_host()} {os.getpid()}"
 
 
 def _owner(path: Path) -> tuple[str, int] | None:
@@ -39,16 +82,22 @@ def _owner(path: Path) -> tuple[str, int] | None:
 
 def _dead(owner: tuple[str, int] | None) -> bool:
     """Whether ``owner`` was a process of this machine that has exited."""
-    if owner is None or owner[0] != socket.gethostname():
+    return owner is not None and dead_here(*owner)
+
+
+def dead_here(host: str, pid: int) -> bool:
+    """Whether process ``pid`` of ``host`` is known to have exited: only a process of this
+    machine can be checked, so one of another host is never dead."""
+    if host != this_host():
         return False
     try:
-        os.kill(owner[1], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
     try:  # an exited child not yet reaped by its parent
-        return Path(f"/proc/{owner[1]}/stat").read_text().split()[2] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except (OSError, IndexError):
         return False
 
@@ -132,7 +181,7 @@ def orchestrator_lock(path: Path, study: str) -> Iterator[None]:
         owner = _owner(path)
         if owner is not None and not _dead(owner):
             host, pid = owner
-            where = "" if host == socket.gethostname() else f" on {host}"
+            where = "" if host == this_host() else f" on {host}"
             raise StudyBusyError(
                 f"study `{study}` is being run by process {pid}{where}; wait for it to finish, "
                 f"or stop it (Ctrl-C, or `kill {pid}`) and `tuner resume {study}`"
@@ -141,5 +190,47 @@ def orchestrator_lock(path: Path, study: str) -> Iterator[None]:
     try:
         yield
     finally:
-        if _owner(path) == (socket.gethostname(), os.getpid()):
+        if _owner(path) == (this_host(), os.getpid()):
             path.unlink()
+
+
+class _FileHold:
+    """A file lock as held: it cannot be taken over from a live process, so it is never lost."""
+
+    def __init__(self) -> None:
+        self.lost = threading.Event()
+
+    @property
+    def lost_message(self) -> str:
+        return ""
+
+    def check(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def study_lock(spec: StudySpec) -> Iterator[HeldLock]:
+    """Holds the orchestrator's lock on ``spec``'s study while this process runs it.
+
+    With ``storage.url`` the lock is a row in that database, renewed by a heartbeat (see
+    :class:`tuner.study_lock.DatabaseLock`): one orchestrator per study across machines. Without,
+    it is ``orchestrator.lock`` in the study's folder (:func:`orchestrator_lock`).
+
+    Raises:
+        StudyBusyError: if a live orchestrator holds it.
+        StudyLockError: if ``storage.url``'s database cannot be reached or used.
+
+    Example:
+        >>> with study_lock(spec) as lock:  # doctest: +SKIP
+        ...     run_until(done=lambda: lock.lost.is_set())
+    """
+    if spec.storage.url:
+        from tuner.study_lock import DatabaseLock
+
+        with DatabaseLock(spec.storage.url, spec.name) as held:
+            yield held
+        return
+    from tuner.store import location
+
+    with orchestrator_lock(location(spec).orchestrator, spec.name):
+        yield _FileHold()

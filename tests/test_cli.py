@@ -113,6 +113,38 @@ def test_run_then_status_best_and_resume_by_any_name(spec_file: Path, tmp_path: 
     assert "2 complete" in out
 
 
+def test_status_shows_the_trial_environment_with_secrets_masked(spec_file: Path) -> None:
+    spec_file.write_text(
+        SPEC.replace("max_trials: 6", "max_trials: 1").replace(
+            "trial: {function: examples.functions:quadratic}",
+            "trial: {function: examples.functions:quadratic, "
+            "env: {WANDB_API_KEY: w-secret-7, MODE: fast}}",
+        )
+    )
+    code, out = invoke("run", str(spec_file))
+    assert code == 0, out
+    assert "w-secret-7" not in out
+    code, out = invoke("status", "cli-study")
+    assert code == 0, out
+    assert "trial environment: WANDB_API_KEY=****, MODE=fast" in out
+    assert "w-secret-7" not in out
+
+
+def test_a_bad_option_is_one_error_line_with_exit_code_2(spec_file: Path, tmp_path: Path) -> None:
+    code, out = invoke("run", str(spec_file), "--max-trials", "lots")
+    assert code == 2
+    assert out.startswith("error: tuner run: Invalid value for '--max-trials'")
+    assert len(out.strip().splitlines()) == 1
+    assert not (tmp_path / "tuner-studies").exists()
+
+
+def test_markup_in_a_spec_is_printed_as_written(spec_file: Path) -> None:
+    spec_file.write_text(SPEC.replace("max_trials: 6", "'[bold]max_trials[/]': 6"))
+    code, out = invoke("validate", str(spec_file))
+    assert code == 2
+    assert "unknown key `[bold]max_trials[/]`" in out
+
+
 def test_a_study_that_keeps_failing_exits_1(spec_file: Path) -> None:
     spec_file.write_text(
         SPEC.replace("examples.functions:quadratic", "examples.functions:flaky")

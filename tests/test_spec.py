@@ -11,6 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tuner.secrets import is_secret_name, redact, redact_spec, redact_url
 from tuner.space import Categorical, Float, Int
 from tuner.spec import (
     SpecError,
@@ -323,3 +324,87 @@ def test_any_input_gives_a_spec_or_a_spec_error_never_a_traceback(text: str) -> 
             assert str(issue).startswith("fuzz.yaml")
     else:
         assert isinstance(spec, StudySpec)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("WANDB_API_KEY", True),
+        ("hf_token", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("DB_Password", True),
+        ("GOOGLE_APPLICATION_CREDENTIALS", True),
+        ("OMP_NUM_THREADS", False),
+        ("CUDA_VISIBLE_DEVICES", False),
+    ],
+)
+def test_secret_names_are_recognised_in_any_case(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret
+
+
+def test_redact_masks_only_secret_named_values() -> None:
+    env = {"HF_TOKEN": "hf_abc", "SEED": "1"}
+    assert redact(env) == {"HF_TOKEN": "****", "SEED": "1"}
+    assert env["HF_TOKEN"] == "hf_abc"  # a copy
+    assert redact_url("postgresql://tuner:hunter2@db/s") == "postgresql://tuner:****@db/s"
+    assert redact_url("sqlite:///studies.db") == "sqlite:///studies.db"
+
+
+def test_redact_spec_masks_every_env_and_environment_mapping() -> None:
+    data = {
+        "trial": {"env": {"WANDB_API_KEY": "w-123", "MODE": "fast"}},
+        "backend": {"type": "sagemaker", "environment": {"HF_TOKEN": "hf-1", "A": "b"}},
+        "space": {"max_tokens": {"type": "int", "low": 1, "high": 9}},
+    }
+    redacted = redact_spec(data)
+    assert redacted["trial"]["env"] == {"WANDB_API_KEY": "****", "MODE": "fast"}
+    assert redacted["backend"]["environment"] == {"HF_TOKEN": "****", "A": "b"}
+    assert redacted["space"] == data["space"]  # a parameter named like a secret is no secret
+
+
+def test_to_yaml_redacted_hides_secrets_and_the_saved_form_keeps_them() -> None:
+    text = VALID.replace(
+        "trial: {function: examples.quickstart.train:train_svm}",
+        "trial: {function: examples.quickstart.train:train_svm, "
+        "env: {WANDB_API_KEY: w-secret-1, MODE: fast}}",
+    )
+    spec = load_spec_text(text, "study.yaml", spec_dir=str(ROOT))
+    shown = spec.to_yaml(redact=True)
+    assert "w-secret-1" not in shown
+    assert "WANDB_API_KEY: '****'" in shown
+    assert "MODE: fast" in shown
+    saved = load_spec_text(spec.to_yaml(), "saved.yaml", spec_dir=str(ROOT))
+    assert saved.trial.env["WANDB_API_KEY"] == "w-secret-1"
+
+
+def test_spec_errors_never_echo_a_secret_named_value(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "trial: {function: examples.quickstart.train:train_svm}",
+        "trial: {function: examples.quickstart.train:train_svm, env: {HF_TOKEN: 918273645}}",
+    )
+    issue = only_issue(text, tmp_path)
+    assert issue.field == "trial.env.HF_TOKEN"
+    assert "918273645" not in str(issue)
+
+
+def test_a_python_built_spec_still_checks_its_function_imports() -> None:
+    with pytest.raises(ValueError, match="cannot import module `no_such_module`"):
+        StudySpec(
+            name="s",
+            objective={"metric": "loss"},
+            space={"x": Float(0.0, 1.0)},
+            budget={"max_trials": 1},
+            trial={"function": "no_such_module:train"},
+        )
+
+
+def test_reading_without_the_import_check_builds_the_entry_from_the_reference() -> None:
+    text = VALID.replace("examples.quickstart.train:train_svm", "moved_away:train")
+    spec = load_spec_text(text, "study.yaml", spec_dir=str(ROOT), import_trial=False)
+    assert spec.trial.entry.ref == "moved_away:train"
+    assert spec.trial.entry.function is None
+    with pytest.raises(SpecError, match="cannot import module `moved_away`"):
+        load_spec_text(text, "study.yaml", spec_dir=str(ROOT))

@@ -475,3 +475,69 @@ def test_a_backend_that_never_answers_ends_the_study_with_its_error(
     with pytest.raises(ConnectionError, match="gone for good"):
         Study(make_spec(), backend=backend, tracker=None, sleep=lambda s: None).run()
     assert sorted(backend.cancelled) == [0, 1]  # what it started is stopped
+
+
+class _Scripted(InProcessBackend):
+    """Attempt 0 of a trial dies with its node after 5 s; attempt 1 completes 4 s after it
+    starts. Time passes only when the loop polls (one second a poll)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.live: dict[int, tuple[int, float]] = {}
+
+    def submit(self, trial: Any) -> Any:
+        from tuner.backend import TrialHandle
+
+        self.submitted.append(trial)
+        self.live[trial.number] = (trial.attempt, self.now)
+        return TrialHandle(self.name, trial.number, {"attempt": trial.attempt})
+
+    def poll(self, timeout: float) -> list[TrialUpdate]:
+        from tuner.backend import ErrorKind
+
+        self.now += 1.0
+        updates = []
+        for number, (attempt, since) in list(self.live.items()):
+            if attempt == 0 and self.now - since >= 5:
+                updates.append(
+                    TrialUpdate(
+                        number, TrialStatus.FAILED, error="node lost", error_kind=ErrorKind.INFRA
+                    )
+                )
+                del self.live[number]
+            elif attempt == 1 and self.now - since >= 4:
+                updates.append(TrialUpdate(number, TrialStatus.COMPLETED, {"loss": 1.0}))
+                del self.live[number]
+        return updates
+
+
+def test_a_retried_attempt_gets_the_whole_timeout(make_spec: Callable[..., Any]) -> None:
+    backend = _Scripted()
+    spec = make_spec(
+        trial={"function": "examples.functions:quadratic", "timeout": "6s"},
+        budget={"max_trials": 1, "max_concurrent": 1},
+    )
+    run(spec, backend=backend, clock=lambda: backend.now)
+    (trial,) = records(load_study(spec))
+    assert trial.state is TrialState.COMPLETE, trial.error  # 9 s in all, 4 s for attempt 2
+    assert trial.attempts == 2
+
+
+def test_a_resubmission_that_fails_keeps_its_error(make_spec: Callable[..., Any]) -> None:
+    class RefusesRetries(InProcessBackend):
+        def submit(self, trial: Any) -> Any:
+            if trial.attempt > 0:
+                raise ConnectionError("cluster unreachable")
+            return super().submit(trial)
+
+    backend = RefusesRetries()
+    backend.infra_failures = {0: 1}
+    spec = make_spec(budget={"max_trials": 1, "max_concurrent": 1})
+    run(spec, backend=backend)
+    frozen = load_study(spec).trials[0]
+    (trial,) = records(load_study(spec))
+    assert trial.state is TrialState.FAILED
+    assert trial.error == "submitting attempt 2 failed: cluster unreachable"
+    assert trial.attempts == 2
+    assert "WorkerCrashedError: the worker died" in frozen.user_attrs[Attr.RETRIES]

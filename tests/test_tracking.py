@@ -17,7 +17,8 @@ from servers import MlflowServer, free_port
 from tuner.records import StopReason, TrialRecord, TrialState
 from tuner.store import load_study, location
 from tuner.study import Study
-from tuner.tracking import PENDING_FILE, NullListener, sync_study
+from tuner.sync import sync_study
+from tuner.tracking import PENDING_FILE, NullListener
 
 
 @pytest.fixture
@@ -189,7 +190,7 @@ def test_writes_left_when_the_server_never_returns_are_written_by_sync(
         )
         assert not (location(spec).root / PENDING_FILE).exists()
         again = sync_study(spec)  # nothing left to do, nothing duplicated
-        assert (again.created, again.closed, again.replayed) == (0, 0, 0)
+        assert (again.repairs, again.replayed) == ((), 0)
         assert all(len(r) == 1 for r in child_runs(client, "offline").values())
     finally:
         late.stop()
@@ -216,9 +217,10 @@ backend: {{type: inprocess}}
 tracking: {{mlflow: {{tracking_uri: "{mlflow_uri}"}}}}
 """
     )
+    client = MlflowClient(mlflow_uri)
+    client.search_experiments()  # creates the store first: MLflow's migrations race otherwise
     process = start_tuner("run", str(spec_file), cwd=tmp_path)
     try:
-        client = MlflowClient(mlflow_uri)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             experiment = client.get_experiment_by_name("killed")
@@ -269,3 +271,70 @@ def test_a_study_without_a_tracking_server_still_runs(
     summary = Study(spec).run()
     assert summary.stop_reason is StopReason.MAX_TRIALS
     assert summary.counts[TrialState.COMPLETE] == 3
+
+
+def test_sync_repairs_every_divergence_and_says_what_it_repaired(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    from conftest import run_tuner
+
+    spec_file = tmp_path / "study.yaml"
+    spec_file.write_text(
+        f"""
+name: diverged
+objective: {{metric: loss}}
+space:
+  x: {{type: float, low: -1.0, high: 1.0}}
+  sleep: {{type: categorical, choices: [0.0]}}
+strategy: {{type: random, seed: 3}}
+budget: {{max_trials: 5, max_concurrent: 1}}
+trial: {{function: examples.functions:curve}}
+backend: {{type: inprocess}}
+tracking: {{mlflow: {{tracking_uri: "{mlflow_uri}"}}}}
+"""
+    )
+    assert run_tuner("run", str(spec_file), cwd=tmp_path).returncode == 0
+    client = MlflowClient(mlflow_uri)
+    runs = {n: found[0] for n, found in child_runs(client, "diverged").items()}
+    experiment = runs[0].info.experiment_id
+    client.delete_run(runs[0].info.run_id)  # a missing run
+    client.update_run(runs[1].info.run_id, status="RUNNING")  # a ghost
+    client.log_metric(runs[2].info.run_id, "loss", 123.0, step=99)  # a wrong final value
+    client.set_tag(runs[3].info.run_id, "tuner.state", "FAILED")  # a wrong state
+    client.create_run(  # a second run of trial 4, as a retried create whose answer was lost
+        experiment,
+        run_name="trial-0004",
+        tags={"tuner.trial": "4", "mlflow.parentRunId": runs[4].data.tags["mlflow.parentRunId"]},
+    )
+
+    synced = run_tuner("sync", "diverged", cwd=tmp_path)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    said = synced.stdout
+    assert "trial 0: its run was missing; created it" in said
+    assert "trial 1: was RUNNING, closed it as FINISHED" in said
+    assert "trial 2: logged final loss" in said
+    assert "trial 3: set tuner.state" in said
+    assert "trial 4: deleted a second run" in said
+
+    study = load_study_for(tmp_path, "diverged")
+    after = child_runs(client, "diverged")
+    assert sorted(after) == [0, 1, 2, 3, 4]
+    for frozen in study.trials:
+        (run,) = after[frozen.number]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["tuner.state"] == "COMPLETE"
+        assert run.data.metrics["loss"] == pytest.approx(frozen.value)
+        steps = {m.step for m in client.get_metric_history(run.info.run_id, "loss")}
+        assert set(frozen.intermediate_values) <= steps
+    again = run_tuner("sync", "diverged", cwd=tmp_path)
+    assert "MLflow equals the store" in again.stdout, again.stdout
+
+
+def load_study_for(folder: Path, name: str) -> Any:
+    import optuna
+
+    from tuner.journal import DurableJournalFile
+
+    journal = folder / "tuner-studies" / name / "journal.log"
+    storage = optuna.storages.JournalStorage(DurableJournalFile(str(journal)))
+    return optuna.load_study(study_name=name, storage=storage)

@@ -77,3 +77,37 @@ def logs_every_way(params: dict[str, Any]) -> dict[str, float]:
     os.environ["LEAKED_BY_TRIAL"] = os.environ["TUNER_TRIAL"]
     mlflow.set_experiment("somewhere-else")
     return {"loss": x**2, "saw_a_leak": float(leaked), "pid": float(os.getpid())}
+
+
+def crash_trial(params: dict[str, Any]) -> dict[str, float]:
+    """A deterministic trial for the crash tests (tests/crash/): a short learning curve.
+
+    Reports ``steps`` losses (``bad: true`` makes every one of them 10 worse, for the pruner),
+    appends one JSON line per execution that reached its end to the file in
+    ``CRASH_EXECUTIONS`` (trial number, params, pid) and, when ``CRASH_PIDS`` is set, one line
+    per attempt with its pid as it starts (so a harness can kill the worker mid-trial).
+    """
+    import json
+    import re
+    import threading
+
+    import tuner
+
+    # The in-process backend runs trials in threads named `trial-N` and passes no environment.
+    named = re.fullmatch(r"trial-(\d+)", threading.current_thread().name)
+    number = int(named.group(1)) if named else int(os.environ["TUNER_TRIAL"])
+    pids = os.environ.get("CRASH_PIDS")
+    if pids:
+        with open(pids, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"trial": number, "pid": os.getpid()}) + "\n")
+    x = float(params["x"])
+    penalty = 10.0 if params.get("bad") else 0.0
+    loss = 0.0
+    for step in range(int(params.get("steps", 3))):
+        loss = x**2 + penalty + 1.0 / (step + 1)
+        tuner.report(step=step, loss=loss)
+        time.sleep(float(params.get("pause", 0.1)))
+    record = {"trial": number, "params": params, "pid": os.getpid()}
+    with open(os.environ["CRASH_EXECUTIONS"], "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+    return {"loss": loss, "abs_x": abs(x)}

@@ -1,7 +1,8 @@
 """The ``tuner`` command: run, resume, validate, status, best, schema.
 
-Exit codes: 0 done, 1 the study stopped on an error (failures, a backend), 2 a bad spec or
-study reference, 130 interrupted.
+Exit codes: 0 done, 1 the study stopped on an error (failures, a backend), 2 a bad spec, study
+reference or argument, 130 interrupted. Bad input is reported as one paragraph per problem,
+never as a traceback, and before anything is created.
 """
 
 from __future__ import annotations
@@ -11,16 +12,66 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tuner.backend import FunctionEntry
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
+from tuner.secrets import redact, redact_url
 from tuner.spec import SpecError, StudySpec, load_spec
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+console = Console()
+err = Console(stderr=True)
+
+
+class _Group(typer.core.TyperGroup):
+    """Reports a bad command line as one ``error:`` paragraph instead of a usage panel."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Runs the command line; exits 2 with one paragraph for a usage error."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except typer.Abort:
+            err.print("aborted", highlight=False)
+            sys.exit(EXIT_ERROR)
+        except typer.TyperException as exc:  # typer's own copy of click's usage errors
+            exit_code = int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already
+                sys.exit(exit_code)
+            context = getattr(exc, "ctx", None)
+            command = context.command_path if context is not None else "tuner"
+            format_message = getattr(exc, "format_message", None)
+            message = " ".join(str(format_message() if format_message else exc).split())
+            err.print(
+                f"[bold red]error:[/] {escape(command)}: {escape(message)} "
+                f"(see `{escape(command)} --help`)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="tuner",
@@ -28,13 +79,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
-console = Console()
-err = Console(stderr=True)
-
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 SpecArg = Annotated[Path, typer.Argument(help="The study spec (YAML).", show_default=False)]
 StudyArg = Annotated[
@@ -44,19 +90,41 @@ StudyArg = Annotated[
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Prints ``message`` as one ``error:`` paragraph (never as markup) and exits ``code``."""
+    text = " ".join(message.split())
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _spec_problems(exc: SpecError, what: str) -> NoReturn:
+    """One line naming the spec, then one paragraph (``file:line:col: field: fix``) per issue."""
+    count = len(exc.issues)
+    err.print(
+        f"[bold red]{escape(what)}: {count} problem{'s' * (count != 1)} in the spec[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for issue in exc.issues:
+        err.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _unexpected(exc: Exception, what: str) -> NoReturn:
+    """The last resort for a failure tuner did not foresee while reading its input."""
+    _fail(
+        f"{what}: tuner could not read it ({type(exc).__name__}: {exc}). This is a bug in "
+        "tuner, not in your input: please report it with the file that caused it; run with "
+        "`python -X dev -m tuner.cli` to see where it happened"
+    )
 
 
 def _load(path: Path) -> StudySpec:
     try:
         return load_spec(path)
     except SpecError as exc:
-        count = len(exc.issues)
-        err.print(f"[bold red]{path}: {count} problem{'s' * (count != 1)} in the spec[/]")
-        for issue in exc.issues:
-            err.print(f"  {issue}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _spec_problems(exc, str(path))
+    except Exception as exc:  # KeyboardInterrupt is no Exception: Ctrl-C still stops tuner
+        _unexpected(exc, str(path))
 
 
 def _find(study: str) -> StudySpec:
@@ -65,24 +133,28 @@ def _find(study: str) -> StudySpec:
     try:
         return find_spec(study)
     except SpecError as exc:
-        _fail(f"the study's spec is invalid:\n{exc}")
+        _spec_problems(exc, f"study {study}")
     except StudyNotFoundError as exc:
         _fail(str(exc))
+    except Exception as exc:
+        _unexpected(exc, f"study {study}")
 
 
 def _load_study(spec: StudySpec) -> Any:
-    from tuner.store import StudyNotFoundError, load_study
+    from tuner.store import StorageError, StudyNotFoundError, load_study
 
     try:
         return load_study(spec)
     except StudyNotFoundError as exc:
         _fail(str(exc))
+    except StorageError as exc:
+        _fail(str(exc), EXIT_ERROR)
 
 
 def _with_budget(spec: StudySpec, **overrides: Any) -> StudySpec:
     from pydantic import ValidationError
 
-    from tuner.spec import Budget
+    from tuner.spec import MAX_INT, Budget
 
     changes = {k: v for k, v in overrides.items() if v is not None}
     if not changes:
@@ -90,7 +162,12 @@ def _with_budget(spec: StudySpec, **overrides: Any) -> StudySpec:
     try:
         budget = Budget.model_validate({**spec.budget.model_dump(), **changes})
     except ValidationError as exc:
-        _fail(f"bad budget override: {exc.errors(include_url=False)[0]['msg']}")
+        error = exc.errors(include_url=False)[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        _fail(
+            f"bad `--{name.replace('_', '-')} {changes.get(name)}`: {error['msg']}; give a whole "
+            f"number from 1 to {MAX_INT}"
+        )
     return spec.model_copy(update={"budget": budget})
 
 
@@ -128,12 +205,12 @@ def run(
         return
     if overwrite:
         from tuner.locks import StudyBusyError
-        from tuner.store import delete_study
+        from tuner.store import StorageError, delete_study
 
         try:
             if delete_study(spec):
                 console.print(f"deleted the earlier trials of study [bold]{spec.name}[/]")
-        except StudyBusyError as exc:
+        except (StudyBusyError, StorageError) as exc:
             _fail(str(exc), EXIT_ERROR)
     _run_study(spec, resume=False)
 
@@ -167,6 +244,10 @@ def status(study: StudyArg) -> None:
     trials = records(_load_study(spec))
     summary = summarise(spec, trials)
     _print_counts(summary)
+    environment = {**dict(getattr(spec.backend, "environment", None) or {}), **spec.trial.env}
+    if environment:
+        shown = ", ".join(f"{k}={v}" for k, v in redact(environment).items())
+        console.print(f"trial environment: {shown}", markup=False, highlight=False, soft_wrap=True)
     if summary.best is not None:
         console.print(_trials_table(spec, [summary.best], title="Best trial"))
     failed = [t for t in trials if t.state is TrialState.FAILED][-5:]
@@ -209,18 +290,24 @@ def best(
 
 @app.command()
 def sync(study: StudyArg) -> None:
-    """Write to MLflow whatever a study's runs are missing (after the server was away)."""
-    from tuner.tracking import sync_study
+    """Make a study's MLflow runs equal its store: write what they miss, repair what differs."""
+    from tuner.locks import StudyBusyError
+    from tuner.sync import sync_study
 
     spec = _find(study)
     try:
         report = sync_study(spec)
     except ValueError as exc:
         _fail(str(exc))
+    except StudyBusyError as exc:
+        _fail(str(exc), EXIT_ERROR)
+    for repair in report.repairs:
+        console.print(f"  repaired {repair}", highlight=False, soft_wrap=True)
     console.print(
-        f"[bold]{spec.name}[/]: replayed {report.replayed} saved writes, created "
-        f"{report.created} runs, closed {report.closed}"
-        + (f"; [red]{report.unwritten} writes still pending[/]" if report.unwritten else ""),
+        f"[bold]{spec.name}[/]: replayed {report.replayed} saved writes, "
+        f"repaired {len(report.repairs)} differences"
+        + (f"; [red]{report.unwritten} writes still pending[/]" if report.unwritten else "")
+        + ("" if report.repairs or report.unwritten else "; MLflow equals the store"),
         highlight=False,
     )
     if report.unwritten:
@@ -288,7 +375,7 @@ def schema() -> None:
 def _run_study(spec: StudySpec, *, resume: bool) -> None:
     from tuner.locks import StudyBusyError
     from tuner.progress import ProgressDisplay
-    from tuner.store import StudyExistsError
+    from tuner.store import StorageError, StudyExistsError
     from tuner.study import Study
 
     display = ProgressDisplay(console)
@@ -299,6 +386,8 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
     except StudyExistsError as exc:
         _fail(str(exc))
     except StudyBusyError as exc:
+        _fail(str(exc), EXIT_ERROR)
+    except StorageError as exc:
         _fail(str(exc), EXIT_ERROR)
     except KeyboardInterrupt:
         display.close()
@@ -336,7 +425,7 @@ def _print_results(spec: StudySpec, summary: StudySummary, tracking_uri: str | N
     trials.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
     if trials:
         console.print(_trials_table(spec, trials[:5], title=f"Best trials of {spec.name}"))
-    where = spec.storage.url or location(spec).root
+    where = redact_url(spec.storage.url) if spec.storage.url else location(spec).root
     console.print(f"Study state: {where}   (tuner status {spec.name} · tuner best {spec.name})")
     if tracking_uri:
         console.print(
@@ -395,7 +484,8 @@ def _show_plan(spec: StudySpec) -> None:
     entry = spec.trial.entry
     what = entry.ref if isinstance(entry, FunctionEntry) else " ".join(entry.argv)
     console.print(f"trial: {what} on backend {spec.backend.type}")
-    console.print(f"state: {spec.storage.url or location(spec).journal}")
+    state = redact_url(spec.storage.url) if spec.storage.url else location(spec).journal
+    console.print(f"state: {state}", markup=False)
     preview = optuna.create_study(sampler=sampler, direction=spec.objective.direction.value)
     table = Table(title="First configurations")
     for name in spec.space:

@@ -27,7 +27,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 _trial_run: str | None = None
 """The MLflow run of the trial running in this process (what ``start_run()`` resumes)."""
@@ -104,7 +104,10 @@ def _whole_process(env: Mapping[str, str]) -> Iterator[None]:
                     handler.close()
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-        warnings.filters[:] = saved_filters
+        cast(list[Any], warnings.filters)[:] = saved_filters
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()
 
 
 def _cwd() -> str | None:
@@ -152,13 +155,13 @@ def _restore_mlflow_state(saved: dict[str, Any] | None) -> None:
     # status is the trial's, which the orchestrator writes. Forget it without ending it.
     _forget_active_runs(fluent)
     saved = saved or {}
-    fluent._active_experiment_id = saved.get("experiment")  # noqa: SLF001
+    fluent._active_experiment_id = saved.get("experiment")  # type: ignore[attr-defined]  # noqa: SLF001
     tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
-    if tracking is not None and tracking._tracking_uri != saved.get("tracking_uri"):  # noqa: SLF001
-        tracking._tracking_uri = saved.get("tracking_uri")  # noqa: SLF001
+    if tracking is not None:
+        setattr(tracking, "_tracking_uri", saved.get("tracking_uri"))  # noqa: B010
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
     if registry is not None:
-        registry._registry_uri = saved.get("registry_uri")  # noqa: SLF001
+        setattr(registry, "_registry_uri", saved.get("registry_uri"))  # noqa: B010
 
 
 def _forget_active_runs(fluent: Any) -> None:

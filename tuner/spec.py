@@ -17,7 +17,9 @@ from __future__ import annotations
 import difflib
 import enum
 import importlib
+import importlib.util
 import inspect
+import math
 import os
 import re
 import shlex
@@ -27,8 +29,10 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
@@ -59,12 +63,23 @@ from tuner.backend import (
     available_backends,
     backend_class,
 )
+from tuner.secrets import MASK, is_secret_name, redact_spec
 from tuner.space import Categorical, Float, Param, Space, SpaceError
 
 RESERVED_PREFIX = "tuner."
 """Metric and attribute keys the framework writes; user metrics may not start with it."""
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_FUNCTION_PATTERN = r"[\w.]+:[\w.]+"
+
+MAX_SPEC_BYTES = 1_000_000
+"""The largest spec file read: a spec describes a study; data belongs in files it names."""
+
+MAX_INT = 2**63 - 1
+"""The largest integer a spec may hold (what storages and MLflow keep exactly)."""
+
+MAX_YAML_NODES = 100_000
+"""The most values a spec may expand to (YAML aliases can multiply a small file)."""
 
 
 # --- durations -------------------------------------------------------------------------------
@@ -218,10 +233,14 @@ Pruner: TypeAlias = Annotated[
 class Budget(_Section):
     """When the study stops. Counts include the trials of earlier runs of the same study."""
 
-    max_trials: PositiveInt | None = Field(None, description="Finished trials (any state).")
-    max_concurrent: PositiveInt = Field(1, description="Trials running at once.")
+    max_trials: PositiveInt | None = Field(
+        None, le=MAX_INT, description="Finished trials (any state)."
+    )
+    max_concurrent: PositiveInt = Field(1, le=MAX_INT, description="Trials running at once.")
     max_time: Duration | None = Field(None, description="Wall time of one `tuner run`.")
-    max_failures: PositiveInt = Field(10, description="Failed trials before the study stops.")
+    max_failures: PositiveInt = Field(
+        10, le=MAX_INT, description="Failed trials before the study stops."
+    )
     max_cost: PositiveFloat | None = Field(
         None,
         description="USD to spend on trials (finished, and running ones so far) before no new "
@@ -350,7 +369,16 @@ class TrialConfig(_Section):
     @field_validator("function")
     @classmethod
     def _importable(cls, function: Any, info: ValidationInfo) -> Any:
-        if function is not None:
+        if function is None or callable(function):
+            return function
+        if not re.fullmatch(_FUNCTION_PATTERN, function):
+            raise ValueError(
+                f"{function!r} is not a function reference; write it as `package.module:function`"
+            )
+        # A spec read from YAML checks the import as a separate step (see `load_spec_text`),
+        # so a missing module does not hide the spec's other problems, and reading a study
+        # (`tuner status`) never runs its code. A spec built in Python checks it right here.
+        if (info.context or {}).get("import_trial", True):
             resolve_function(function, _search_path(info, info.data.get("path", [])))
         return function
 
@@ -364,8 +392,11 @@ class TrialConfig(_Section):
                     "`metric_definitions` read a command's output; a function returns its "
                     "metrics (or reports them with tuner.report)"
                 )
-            # Imports are cached by now: this only records where the function comes from.
-            self._entry = resolve_function(self.function, _search_path(info, self.path))
+            search_path = _search_path(info, self.path)
+            if callable(self.function):
+                self._entry = resolve_function(self.function, search_path)
+            else:
+                self._entry = FunctionEntry(self.function, search_path)
         else:
             assert self.command is not None
             spec_dir = (info.context or {}).get("spec_dir") or os.getcwd()
@@ -401,6 +432,14 @@ class MlflowTracking(_Section):
         None, description="Any MLflow tracking URI; MLflow's default (env or ./mlflow.db) if unset."
     )
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _supported_uri(cls, uri: str | None) -> str | None:
+        problem = None if uri is None else tracking_uri_problem(uri)
+        if problem is not None:
+            raise ValueError(problem)
+        return uri
+
 
 class Tracking(_Section):
     """Where results are mirrored. ``mlflow: null`` turns MLflow off."""
@@ -415,6 +454,161 @@ class Storage(_Section):
     url: str | None = Field(
         None, description="An optuna storage URL; a journal file in the study's folder if unset."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, url: str | None) -> str | None:
+        problem = None if url is None else storage_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
+
+# --- storage and tracking URLs ---------------------------------------------------------------
+
+# optuna's `get_storage` opens a URL as an SQLAlchemy database (RDBStorage); its Redis storage
+# is gone since optuna 3.1. Dialect -> the pip package of each DBAPI driver it may use.
+_RDB_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+_DRIVERS: dict[str, tuple[str, str]] = {
+    "pysqlite": ("sqlite3", "a Python built with sqlite3"),
+    "psycopg": ("psycopg", "psycopg[binary]"),
+    "psycopg2": ("psycopg2", "psycopg2-binary"),
+    "psycopg2cffi": ("psycopg2cffi", "psycopg2cffi"),
+    "pg8000": ("pg8000", "pg8000"),
+    "pymysql": ("pymysql", "PyMySQL"),
+    "mysqldb": ("MySQLdb", "mysqlclient"),
+    "mysqlconnector": ("mysql.connector", "mysql-connector-python"),
+    "mariadbconnector": ("mariadb", "mariadb"),
+    "cymysql": ("cymysql", "cymysql"),
+    "oracledb": ("oracledb", "oracledb"),
+    "cx_oracle": ("cx_Oracle", "cx-Oracle"),
+    "pyodbc": ("pyodbc", "pyodbc"),
+    "pymssql": ("pymssql", "pymssql"),
+}
+_SYNC_DRIVER_HINT = {
+    "postgresql": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mssql": "mssql+pyodbc",
+    "oracle": "oracle+oracledb",
+    "sqlite": "sqlite",
+}
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package of a dotted name
+        return False
+
+
+def database_url_problem(url: str, what: str, dialects: tuple[str, ...]) -> str | None:
+    """What is wrong with an SQLAlchemy database URL, or ``None``; imports no DBAPI driver.
+
+    Args:
+        url: the URL, e.g. ``postgresql+psycopg2://user:pass@host/db``.
+        what: what the URL is for, as the message calls it ("optuna storage URL").
+        dialects: the database dialects that may be used.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    accepted = ", ".join(f"{d}://..." for d in dialects)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return f"not a valid {what}; write e.g. `sqlite:///studies.db` or `{accepted}`"
+    backend = parsed.get_backend_name()
+    if backend not in dialects:
+        return f"`{backend}` is not a database a {what} can use; use one of: {accepted}"
+    try:
+        dialect = parsed.get_dialect()
+    except (NoSuchModuleError, ArgumentError, ImportError):
+        return (
+            f"SQLAlchemy has no `{parsed.drivername}` driver; write `{backend}://...` or e.g. "
+            f"`{_SYNC_DRIVER_HINT[backend]}://...`"
+        )
+    if getattr(dialect, "is_async", False):
+        return (
+            f"`{parsed.drivername}` is an asyncio driver, which optuna and MLflow cannot use; "
+            f"use e.g. `{_SYNC_DRIVER_HINT[backend]}://...`"
+        )
+    driver = str(getattr(dialect, "driver", ""))
+    module, package = _DRIVERS.get(driver, ("", ""))
+    if module and not _module_available(module):
+        alternative = ""
+        if backend == "postgresql" and driver == "psycopg" and _module_available("psycopg2"):
+            alternative = "; psycopg2 is installed: write `postgresql+psycopg2://...` to use it"
+        return (
+            f"the `{backend}` database driver `{driver}` (Python module `{module}`) is not "
+            f"installed; install it with `pip install '{package}'`{alternative}"
+        )
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            return (
+                f"the folder `{folder}` of the SQLite database does not exist; create it or "
+                "fix the path (`sqlite:///relative.db`, `sqlite:////absolute/path.db`)"
+            )
+    return None
+
+
+def storage_url_problem(url: str) -> str | None:
+    """What is wrong with an optuna storage URL (``storage.url``), or ``None``."""
+    return database_url_problem(url, "optuna storage URL", _RDB_DIALECTS)
+
+
+_MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+_MLFLOW_NAMED_URIS = ("databricks", "databricks-uc", "uc")
+_MLFLOW_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc")
+_SAGEMAKER_ARN = re.compile(
+    r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-tracking-server/[A-Za-z0-9][A-Za-z0-9-]*"
+)
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """What is wrong with an MLflow tracking URI, or ``None``; never imports MLflow.
+
+    Accepted: what MLflow 3's tracking store registry serves (local paths and ``file:``,
+    ``sqlite``/``postgresql``/``mysql``/``mssql`` databases, ``http(s)://``, ``databricks``,
+    ``databricks://profile``, ``databricks-uc``, ``uc:``), SageMaker MLflow tracking-server
+    ARNs, and every scheme registered in the ``mlflow.tracking_store`` entry-point group.
+    """
+    plugins = sorted(ep.name for ep in metadata.entry_points(group="mlflow.tracking_store"))
+    accepted = (
+        "a folder or `file:` URI, `sqlite:///mlflow.db`, `postgresql://...`, `mysql://...`, "
+        "`mssql://...`, `http(s)://host:port`, `databricks`, `databricks://PROFILE`, "
+        "`databricks-uc`, `uc:...`, "
+        "`arn:aws:sagemaker:REGION:ACCOUNT:mlflow-tracking-server/NAME`"
+        + "".join(f", `{name}:...`" for name in plugins)
+    )
+    text = uri.strip()
+    if not text:
+        return "the tracking URI is empty; remove `tracking_uri` to use MLflow's default"
+    if text in _MLFLOW_NAMED_URIS:
+        return None
+    if text.startswith("arn:"):
+        if _SAGEMAKER_ARN.fullmatch(text):
+            return None
+        return (
+            "not a SageMaker MLflow tracking server ARN; write "
+            "`arn:aws:sagemaker:REGION:ACCOUNT:mlflow-tracking-server/NAME`"
+        )
+    try:
+        parsed = urlparse(text)
+    except ValueError as exc:
+        return f"not a URI ({exc}); use one of: {accepted}"
+    scheme = parsed.scheme.lower()
+    if scheme == "" or len(scheme) == 1:  # a path (or a Windows drive letter)
+        return None
+    database = scheme.split("+", 1)[0]
+    if database in _MLFLOW_DATABASES:
+        return database_url_problem(text, "MLflow tracking database URI", _MLFLOW_DATABASES)
+    if scheme in ("http", "https") and not parsed.netloc:
+        return f"`{text}` names no server; write e.g. `{scheme}://mlflow.example.com:5000`"
+    if scheme in _MLFLOW_SCHEMES or scheme in plugins:
+        return None
+    return f"MLflow cannot track to `{scheme}:` URIs; use one of: {accepted}"
 
 
 def _default_backend() -> dict[str, Any]:
@@ -517,10 +711,15 @@ class StudySpec(_Section):
         assert self._space is not None
         return self._space
 
-    def to_yaml(self) -> str:
-        """The spec as YAML, with the folders its trial function was imported from.
+    def to_yaml(self, *, redact: bool = False) -> str:
+        """The spec as YAML, with the folders its trial function is imported from.
 
         A Python-built trial function is written as its ``module:function`` reference.
+
+        Args:
+            redact: mask secret-named ``env``/``environment`` values and URL passwords (see
+                :mod:`tuner.secrets`), for anything shown or logged. The study folder keeps
+                the unredacted form, which ``tuner resume`` runs with.
         """
         data = self.model_dump(mode="json", exclude_none=True)
         entry = self.trial.entry
@@ -528,11 +727,9 @@ class StudySpec(_Section):
             data["trial"]["path"] = list(entry.search_path)
         else:
             data["trial"]["workdir"] = entry.workdir
+        if redact:
+            data = redact_spec(data)
         return yaml.safe_dump(data, sort_keys=False)
-
-
-def _error(loc: tuple[str, ...], kind: str, message: str) -> InitErrorDetails:
-    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)
 
 
 def _resolve_backend(value: Any, context: Mapping[str, Any] | None = None) -> Any:
@@ -587,9 +784,10 @@ def resolve_function(
                 f"{', '.join(search_path)}: run tuner from the folder that holds the package, "
                 "or fix the reference"
             ) from None
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # the module's own top-level code failed
             raise ValueError(
-                f"importing `{module_name}` raised {type(exc).__name__}: {exc}"
+                f"importing `{module_name}` raised {type(exc).__name__}: {exc}; fix the module "
+                "(it runs when the study starts)"
             ) from None
     target: Any = module
     for part in attr.split("."):
@@ -633,7 +831,9 @@ class SpecIssue:
         where = self.path
         if self.line is not None:
             where += f":{self.line}:{self.column}"
-        return f"{where}: {self.field or '(spec)'}: {self.message}"
+        # One line per issue, whatever the message quotes (a traceback, a multi-line value).
+        message = " ".join(self.message.split())
+        return f"{where}: {self.field or '(spec)'}: {message}"
 
 
 class SpecError(ValueError):
@@ -645,54 +845,192 @@ class SpecError(ValueError):
 
 
 _Location: TypeAlias = tuple[int, int]
+_Path: TypeAlias = tuple[Any, ...]
 
 
 class _LocatingLoader(yaml.SafeLoader):
     """A safe loader that refuses duplicate keys and remembers where every node is."""
 
 
-def _walk_nodes(
-    node: yaml.Node,
-    path: tuple[Any, ...],
-    keys: dict[tuple[Any, ...], _Location],
-    values: dict[tuple[Any, ...], _Location],
-    issues: list[tuple[tuple[Any, ...], _Location, str]],
-) -> None:
-    values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
-            child = (*path, key)
-            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in seen:
-                issues.append((child, where, f"`{key}` is given twice; keep one of them"))
-            seen.add(key)
-            keys[child] = where
-            _walk_nodes(value_node, child, keys, values, issues)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk_nodes(item, (*path, index), keys, values, issues)
+@dataclass
+class _Nodes:
+    """Where every key and value of a YAML document is, and what is wrong with its shape."""
+
+    keys: dict[_Path, _Location]
+    values: dict[_Path, _Location]
+    problems: list[tuple[_Path, _Location, str]]
+    count: int = 0
+
+    def where(self, path: _Path) -> tuple[int | None, int | None]:
+        """The line and column of the value at ``path`` (or of its nearest enclosing one)."""
+        found = self.values.get(path) or self.keys.get(path)
+        probe = path
+        while found is None and probe:
+            probe = probe[:-1]
+            found = self.values.get(probe)
+        return found if found else (None, None)
+
+    def key_where(self, path: _Path) -> tuple[int | None, int | None]:
+        """The line and column of the key at ``path`` (for an unknown key)."""
+        found = self.keys.get(path)
+        return found if found else self.where(path)
+
+    def walk(self, node: yaml.Node, path: _Path, ancestors: frozenset[int]) -> bool:
+        """Records ``node`` and its children; ``False`` once the document is too big to read."""
+        self.count += 1
+        where = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if self.count > MAX_YAML_NODES:
+            self.problems.append(
+                (
+                    path,
+                    where,
+                    f"the spec expands to more than {MAX_YAML_NODES:,} values (an alias counts "
+                    "each time it is used); data belongs in files the trial reads, not in the "
+                    "spec",
+                )
+            )
+            return False
+        if id(node) in ancestors:
+            self.problems.append((path, where, "this alias refers to itself; remove the loop"))
+            return False
+        self.values.setdefault(path, where)
+        inner = ancestors | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+                child = (*path, key)
+                key_where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in seen:
+                    self.problems.append(
+                        (child, key_where, f"`{key}` is given twice; keep one of them")
+                    )
+                seen.add(key)
+                self.keys[child] = key_where
+                if not self.walk(value_node, child, inner):
+                    return False
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                if not self.walk(item, (*path, index), inner):
+                    return False
+        return True
 
 
-def load_spec(path: str | os.PathLike[str]) -> StudySpec:
+def load_spec(path: str | os.PathLike[str], *, import_trial: bool = True) -> StudySpec:
     """Reads and validates a YAML study spec.
+
+    Args:
+        path: the spec file (UTF-8, at most ``MAX_SPEC_BYTES``).
+        import_trial: whether to check that ``trial.function`` imports. Commands that only read
+            a study (``tuner status``) pass ``False``, so they never run the study's code.
 
     Raises:
         SpecError: naming file, line, column and field of every problem, with how to fix it.
     """
     spec_path = Path(path)
+    source = str(spec_path)
     try:
-        text = spec_path.read_text(encoding="utf-8")
-    except OSError as exc:
+        with open(spec_path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SpecError(
-            [SpecIssue(str(spec_path), None, None, "", f"cannot read: {exc}")]
+            [SpecIssue(source, None, None, "", f"cannot read the spec ({reason}); check the path")]
         ) from None
-    return load_spec_text(text, str(spec_path), spec_dir=str(spec_path.resolve().parent))
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([_too_big(source, max(size, len(raw)))])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line_start = raw.rfind(b"\n", 0, offset) + 1
+        raise SpecError(
+            [
+                SpecIssue(
+                    source,
+                    raw.count(b"\n", 0, offset) + 1,
+                    offset - line_start + 1,
+                    "",
+                    f"not UTF-8 text (byte 0x{raw[offset]:02x} at offset {offset}); save the "
+                    "file as UTF-8",
+                )
+            ]
+        ) from None
+    spec_dir = str(spec_path.resolve().parent)
+    return load_spec_text(text, source, spec_dir=spec_dir, import_trial=import_trial)
 
 
-def load_spec_text(text: str, source: str = "<spec>", spec_dir: str | None = None) -> StudySpec:
-    """Validates a study spec given as YAML text; see :func:`load_spec`."""
+def _too_big(source: str, size: int) -> SpecIssue:
+    return SpecIssue(
+        source,
+        None,
+        None,
+        "",
+        f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} a spec may have; data "
+        "belongs in files the trial reads, not in the spec",
+    )
+
+
+def load_spec_text(
+    text: str,
+    source: str = "<spec>",
+    spec_dir: str | None = None,
+    *,
+    import_trial: bool = True,
+) -> StudySpec:
+    """Validates a study spec given as YAML text; see :func:`load_spec`.
+
+    Every problem is reported at once: YAML structure, each field, the checks across sections
+    and (with ``import_trial``) whether the trial function imports.
+    """
+    size = len(text) if len(text) * 4 <= MAX_SPEC_BYTES else len(text.encode("utf-8", "replace"))
+    if size > MAX_SPEC_BYTES:
+        raise SpecError([_too_big(source, size)])
+    node, data = _parse_yaml(text, source)
+    if node is None or data is None:
+        raise SpecError([SpecIssue(source, 1, 1, "", "the spec is empty; see `tuner schema`")])
+    nodes = _Nodes({}, {}, [])
+    complete = nodes.walk(node, (), frozenset())
+    issues = [SpecIssue(source, *where, _dotted(p), msg) for p, where, msg in nodes.problems]
+    if not complete:
+        raise SpecError(issues)
+    if not isinstance(data, dict):
+        raise SpecError(
+            [
+                SpecIssue(
+                    source,
+                    *nodes.values[()],
+                    "",
+                    f"the spec must be a mapping of sections (`name:`, `objective:`, `space:`, "
+                    f"`trial:` ...), not {_kind(data)}; see `tuner schema`",
+                )
+            ]
+        )
+
+    flagged = _check_numbers(data, ())
+    for loc, message in flagged:
+        issues.append(SpecIssue(source, *nodes.where(loc), _dotted(loc), message))
+        _replace(data, loc, None)  # reported here; the model would only report it again
+    if "name" not in data and source != "<spec>":
+        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(source).stem)[:63] or "study"
+    spec: StudySpec | None = None
+    try:
+        spec = StudySpec.model_validate(data, context={"spec_dir": spec_dir, "import_trial": False})
+    except ValidationError as exc:
+        for issue_loc, issue in _issues_from(exc, data, nodes, source):
+            if not any(issue_loc[: len(loc)] == loc for loc, _ in flagged):
+                issues.append(issue)
+    if import_trial:
+        issues.extend(_import_issues(data, spec, spec_dir, issues, nodes, source))
+    if issues:
+        issues.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))
+        raise SpecError(issues)
+    assert spec is not None
+    return spec
+
+
+def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     loader: _LocatingLoader | None = None
     try:
         loader = _LocatingLoader(text)
@@ -705,51 +1043,168 @@ def load_spec_text(text: str, source: str = "<spec>", spec_dir: str | None = Non
         raise SpecError(
             [SpecIssue(source, line, col, "", f"invalid YAML: {problem}; fix the syntax here")]
         ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SpecError(
+            [
+                SpecIssue(
+                    source,
+                    line,
+                    col,
+                    "",
+                    f"invalid YAML: the character {exc.character!r} is not allowed in YAML; "
+                    "remove it (or quote and escape it)",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise SpecError([SpecIssue(source, None, None, "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise SpecError(
+            [SpecIssue(source, None, None, "", "the spec is nested too deeply; flatten it")]
+        ) from None
     finally:
         if loader is not None:
             loader.dispose()
+    return node, data
 
-    keys: dict[tuple[Any, ...], _Location] = {}
-    values: dict[tuple[Any, ...], _Location] = {}
-    duplicates: list[tuple[tuple[Any, ...], _Location, str]] = []
-    if node is not None:
-        _walk_nodes(node, (), keys, values, duplicates)
-    if duplicates:
-        raise SpecError(
-            [SpecIssue(source, *where, _dotted(p), msg) for p, where, msg in duplicates]
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _check_numbers(node: Any, path: _Path) -> list[tuple[_Path, str]]:
+    """Numbers no engine can use: beyond 64 bits, NaN or infinite, or ranges that overflow."""
+    found: list[tuple[_Path, str]] = []
+    if isinstance(node, bool):
+        return found
+    if isinstance(node, int) and abs(node) > MAX_INT:
+        found.append(
+            (
+                path,
+                f"{_shown(node, path)} is too large; numbers in a spec must lie within "
+                f"±{MAX_INT} (64 bits)",
+            )
         )
-    if data is None:
-        raise SpecError([SpecIssue(source, 1, 1, "", "the spec is empty; see `tuner schema`")])
-    if isinstance(data, dict) and "name" not in data and source != "<spec>":
-        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(source).stem)[:63]
+    elif isinstance(node, float) and not math.isfinite(node):
+        shown = (
+            MASK
+            if _is_secret_path(path)
+            else {"nan": ".nan", "inf": ".inf"}.get(str(node), "-.inf")
+        )
+        found.append((path, f"`{shown}` is not a finite number; write a finite number"))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            found.extend(_check_numbers(value, (*path, key)))
+        if len(path) == 2 and path[0] == "space" and not found:
+            found.extend(_check_range(node, path))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found.extend(_check_numbers(item, (*path, index)))
+    return found
+
+
+def _as_number(value: Any) -> float | None:
+    """``value`` as pydantic will read a bound (YAML reads ``1e3`` as a string), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if abs(value) <= 1e308 else math.inf
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _check_range(param: dict[Any, Any], path: _Path) -> list[tuple[_Path, str]]:
+    """A float or int range no engine can sample, with its values as YAML spells them."""
+    found: list[tuple[_Path, str]] = []
+    bounds = {key: _as_number(param.get(key)) for key in ("low", "high", "step")}
+    for key in ("low", "high", "step"):
+        number = bounds[key]
+        if number is not None and not math.isfinite(number):
+            found.append(((*path, key), f"{_shown(param[key], ())} is not a finite number"))
+        elif number is not None and param.get("type") == "int" and abs(number) > MAX_INT:
+            found.append(
+                ((*path, key), f"{_shown(param[key], ())} is too large; use at most {MAX_INT}")
+            )
+    low, high, step = bounds["low"], bounds["high"], bounds["step"]
+    if found or low is None or high is None or not low < high:
+        return found
+    span = high - low
+    if not math.isfinite(span):
+        return [(path, f"the range [{low:g}, {high:g}] is too wide to sample; narrow it")]
+    if step is not None and step > 0 and span / step > 1e15:
+        return [
+            (
+                (*path, "step"),
+                f"`step: {step:g}` splits [{low:g}, {high:g}] into more than 10^15 values; use "
+                "a larger step, or drop `step` for a continuous range",
+            )
+        ]
+    return []
+
+
+def _replace(data: Any, path: _Path, value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _import_issues(
+    data: dict[str, Any],
+    spec: StudySpec | None,
+    spec_dir: str | None,
+    issues: list[SpecIssue],
+    nodes: _Nodes,
+    source: str,
+) -> list[SpecIssue]:
+    """The trial function's import problem, checked apart so it hides nothing else."""
+    trial = data.get("trial")
+    function = trial.get("function") if isinstance(trial, dict) else None
+    if not isinstance(function, str) or not re.fullmatch(_FUNCTION_PATTERN, function):
+        return []  # a malformed reference is already a field error
+    if any(i.field == "trial.function" for i in issues):
+        return []  # e.g. a backend that runs only commands: importing would add nothing
+    if spec is not None and isinstance(spec.trial.entry, FunctionEntry):
+        search_path = spec.trial.entry.search_path
+    else:
+        assert isinstance(trial, dict)
+        extra = trial.get("path")
+        folders = [p for p in extra if isinstance(p, str)] if isinstance(extra, list) else []
+        search_path = tuple(dict.fromkeys(p for p in (os.getcwd(), spec_dir, *folders) if p))
     try:
-        return StudySpec.model_validate(data, context={"spec_dir": spec_dir})
-    except ValidationError as exc:
-        raise SpecError(_issues_from(exc, data, keys, values, source)) from None
+        resolve_function(function, search_path)
+    except ValueError as exc:
+        loc = ("trial", "function")
+        return [SpecIssue(source, *nodes.where(loc), _dotted(loc), _clip(str(exc)))]
+    return []
 
 
 def _issues_from(
-    exc: ValidationError,
-    data: Any,
-    keys: dict[tuple[Any, ...], _Location],
-    values: dict[tuple[Any, ...], _Location],
-    source: str,
-) -> list[SpecIssue]:
+    exc: ValidationError, data: Any, nodes: _Nodes, source: str
+) -> list[tuple[_Path, SpecIssue]]:
     issues = []
     for error in exc.errors(include_url=False):
         loc = _data_path(error["loc"], data)
         if error["type"] == "extra_forbidden":
-            where = keys.get(loc)
+            line, col = nodes.key_where(loc)
         else:
-            where = values.get(loc) or keys.get(loc)
-        probe = loc
-        while where is None and probe:
-            probe = probe[:-1]
-            where = values.get(probe)
-        line, col = where if where else (None, None)
-        issues.append(SpecIssue(source, line, col, _dotted(loc), _explain(error, loc, data)))
+            line, col = nodes.where(loc)
+        message = _clip(_explain(error, loc, data))
+        issues.append((loc, SpecIssue(source, line, col, _dotted(loc), message)))
     return issues
 
 
@@ -828,10 +1283,44 @@ def _closest(word: str, options: list[str]) -> str | None:
     return close[0] if close else None
 
 
+_CUSTOM_KINDS: set[str] = set()
+"""Error kinds made by :func:`_error`: their messages are whole, with no input to quote."""
+
+_MAX_MESSAGE = 600
+
+
+def _error(loc: tuple[str, ...], kind: str, message: str) -> InitErrorDetails:
+    _CUSTOM_KINDS.add(kind)
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)
+
+
+def _is_secret_path(loc: _Path) -> bool:
+    return any(is_secret_name(part) for part in loc if isinstance(part, str))
+
+
+def _shown(value: Any, loc: _Path) -> str:
+    """``value`` as a message quotes it: YAML spelling, clipped, and never a secret."""
+    if _is_secret_path(loc):
+        return MASK
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:45]}...{text[-10:]}"
+
+
+def _clip(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE:
+        return message
+    return f"{message[: _MAX_MESSAGE - 100]} ... {message[-90:]}"
+
+
 def _explain(error: Any, loc: tuple[Any, ...], data: Any) -> str:
     kind = error["type"]
     field = str(loc[-1]) if loc else "spec"
     message = str(error["msg"])
+    value = error.get("input")
     if kind == "extra_forbidden":
         allowed = [k for k in _keys_at(loc[:-1], data) if k != "type"]
         close = _closest(field, allowed)
@@ -842,19 +1331,27 @@ def _explain(error: Any, loc: tuple[Any, ...], data: Any) -> str:
         return f"`{field}` is required here; add it"
     if kind in ("union_tag_not_found",):
         return f"{message}; add `type:` (for example `type: float`)"
-    if kind in ("union_tag_invalid", "literal_error", "enum"):
-        return f"{message}, got {error.get('input')!r}"
+    if kind == "union_tag_invalid":
+        return message
+    if kind in ("literal_error", "enum"):
+        return f"{message}, got {_shown(value, loc)}"
     if kind == "value_error":
         return message.removeprefix("Value error, ")
     if kind == "assertion_error":
         return message.removeprefix("Assertion failed, ")
+    if kind in _CUSTOM_KINDS:
+        return message
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"`{field}` must be a mapping (`key: value` lines or `{{...}}`), not {_kind(value)}"
+    if kind == "list_type":
+        return f"`{field}` must be a list such as `[a, b]`, not {_kind(value)}"
     if kind == "string_pattern_mismatch" and field == "name":
         return (
-            f"{error.get('input')!r} is not a valid study name; use up to 63 letters, digits, "
+            f"{_shown(value, loc)} is not a valid study name; use up to 63 letters, digits, "
             "'.', '_' or '-', starting with a letter or digit"
         )
-    if "input" in error and not isinstance(error["input"], dict | list):
-        return f"{message}, got {error['input']!r}"
+    if "input" in error and not isinstance(value, dict | list):
+        return f"{message}, got {_shown(value, loc)}"
     return message
 
 

@@ -33,6 +33,10 @@ class StudyExistsError(RuntimeError):
     """``tuner run`` on a study that already has trials."""
 
 
+class StorageError(RuntimeError):
+    """The study's storage cannot be opened; the message says what to check."""
+
+
 @dataclass(frozen=True)
 class StudyLocation:
     """Where a study's files live."""
@@ -61,14 +65,17 @@ def location(spec: StudySpec) -> StudyLocation:
 
 
 def open_storage(spec: StudySpec) -> BaseStorage:
-    """The optuna storage of ``spec``'s study (created if need be)."""
-    import optuna
+    """The optuna storage of ``spec``'s study (created if need be).
+
+    Raises:
+        StorageError: if ``storage.url``'s database cannot be reached or used.
+    """
     from optuna.storages.journal import JournalStorage
 
     from tuner.journal import DurableJournalFile
 
     if spec.storage.url:
-        return optuna.storages.get_storage(spec.storage.url)
+        return _open_url(spec.storage.url)
     from tuner.locks import OwnedFileLock
 
     where = location(spec)
@@ -77,6 +84,32 @@ def open_storage(spec: StudySpec) -> BaseStorage:
     # optuna's default lock outlives a killed orchestrator for 30 s; this one knows its owner.
     lock = OwnedFileLock(f"{journal}.lock", journal)
     return JournalStorage(DurableJournalFile(journal, lock_obj=lock))
+
+
+def _open_url(url: str) -> BaseStorage:
+    """optuna's storage for ``url``, with what to check when it cannot be opened.
+
+    Raises:
+        StorageError: if the database cannot be reached or used.
+    """
+    import optuna
+
+    from tuner.secrets import redact_url
+
+    shown = redact_url(url)
+    try:
+        return optuna.storages.get_storage(url)
+    except ImportError as exc:  # the spec checks the driver is installed; it can still not load
+        raise StorageError(
+            f"cannot open the storage {shown}: its database driver does not load ({exc}); "
+            "install or repair it, or change `storage.url`"
+        ) from None
+    except Exception as exc:  # SQLAlchemy's errors: server down, bad credentials, old schema
+        reason = redact_url(" ".join(str(exc).split()))[:300]
+        raise StorageError(
+            f"cannot open the storage {shown} ({type(exc).__name__}: {reason}); check that the "
+            "database server runs and the URL's host, user and password"
+        ) from None
 
 
 def open_study(
@@ -167,15 +200,16 @@ def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:
     """
     path = Path(ref)
     candidates: list[Path] = []
-    if path.is_file():
+    if _is_file(path):
         candidates.append(path)
-    if path.is_dir():
+    if _is_dir(path):
         candidates.append(path / SPEC_FILE)
     candidates.append(Path(studies_dir) / ref / SPEC_FILE)
     for candidate in candidates:
-        if candidate.is_file():
-            spec = load_spec(candidate)
-            if candidate.name == SPEC_FILE or location(spec).spec.is_file():
+        if _is_file(candidate):
+            # Reading a study never imports its trial code: it may be slow (torch) or gone.
+            spec = load_spec(candidate, import_trial=False)
+            if candidate.name == SPEC_FILE or _is_file(location(spec).spec):
                 return spec
             raise StudyNotFoundError(
                 f"study `{spec.name}` has not been run yet (no {location(spec).spec}); "
@@ -184,6 +218,20 @@ def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:
     raise StudyNotFoundError(
         f"no study {ref!r}: not a spec file, a study folder, or a study in {studies_dir}/"
     )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: no such study
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def save_spec(spec: StudySpec) -> None:
@@ -201,6 +249,7 @@ def dumps(value: Any) -> str:
 __all__ = [
     "Attr",
     "SpecError",
+    "StorageError",
     "StudyExistsError",
     "StudyLocation",
     "StudyNotFoundError",

@@ -42,6 +42,9 @@ from tuner.store import (
 )
 from tuner.strategies import PendingAwareSampler, make_sampler
 from tuner.tracking import MlflowTracker, StudyListener, StudyStart
+
+if TYPE_CHECKING:
+    from tuner.locks import HeldLock
 from tuner.trial_runner import TRACEBACK_LIMIT, objective_problem
 
 if TYPE_CHECKING:
@@ -116,6 +119,8 @@ class Study:
         self.clock = clock
         self.sleep = sleep
         self.summary: StudySummary | None = None
+        self.lock: HeldLock | None = None
+        """The orchestrator's lock while :meth:`run` holds it."""
         self.engine: str | None = None
         self.tracking_uri: str | None = None
 
@@ -191,8 +196,12 @@ class Study:
                 self.summary = loop.finish()
             finally:
                 for listener in listeners:
-                    _safely(listener.close)
-                if owns_backend:
+                    if loop.abandoned and isinstance(listener, MlflowTracker):
+                        # Another orchestrator owns the study now: its mirror is not ours.
+                        _safely(lambda tracker=listener: tracker.shutdown(converge=False))
+                    else:
+                        _safely(listener.close)
+                if owns_backend and not loop.abandoned:
                     backend.close()
         return self.summary
 
@@ -262,6 +271,9 @@ class _Loop:
         self.pruning = self.spec.pruner.type != "none"
         self.queued: list[dict[str, Any]] = []
         """Configurations queued again (interrupted trials) that have not started yet."""
+        self.lock = owner.lock
+        self.abandoned = False
+        """Another orchestrator took the study over: leave its trials and store alone."""
         sampler.pending = self._pending_configs
 
     @property
@@ -363,6 +375,9 @@ class _Loop:
 
     def run(self) -> None:
         while True:
+            if self.lock is not None and self.lock.lost.is_set():
+                self.abandoned = True
+                self.lock.check()
             reason = self._stop_reason()
             if reason in _HARD_STOPS:
                 self.stop_reason = reason
@@ -502,7 +517,8 @@ class _Loop:
         failpoints.hit("trial.submitted")
 
     def _retry(self, running: _Running, update: Any) -> bool:
-        """Submits a failed trial again if its failure allows it; says whether it did."""
+        """Submits a failed trial again if its failure allows it; says whether the failure is
+        handled (retried, or failed with the error of a resubmission that did not go through)."""
         config = self.spec.trial
         retryable = update.error_kind is ErrorKind.INFRA or (
             config.retry_on_error and update.error_kind is ErrorKind.USER
@@ -522,9 +538,15 @@ class _Loop:
                 self._trial_spec(trial.number, params, running.attempt, running.env)
             )
         except Exception as exc:
-            running.retries.append(f"submitting to the backend failed: {exc}")
-            return False
+            # The trial fails with this error; the attempts before it are kept with it.
+            trial.set_user_attr(Attr.RETRIES, json.dumps(running.retries))
+            trial.set_user_attr(Attr.ATTEMPTS, running.attempt + 1)
+            self._fail(
+                running, f"submitting attempt {running.attempt + 1} failed: {exc}", None, None
+            )
+            return True
         running.handle = handle
+        running.started_at = self.clock()  # each attempt gets the whole trial.timeout
         running.last_step = -1
         trial.set_user_attr(Attr.HANDLE, handle.to_json())
         trial.set_user_attr(Attr.RETRIES, json.dumps(running.retries))
@@ -711,6 +733,8 @@ class _Loop:
     # --- the end: cancel what runs, queue it again, tell everyone -------------------------
 
     def finish(self) -> StudySummary:
+        if self.abandoned:
+            return self._summary()
         for number, running in list(self.running.items()):
             _safely(self.backend.cancel, running.handle)
             cost = self._keep_cost(running, None, {})

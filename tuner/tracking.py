@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tuner import failpoints
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
+from tuner.sync import POOL_STATE, RUN_STATUS, Mirror, Repair, converge
 
 if TYPE_CHECKING:
     import optuna
@@ -40,8 +41,6 @@ _log = logging.getLogger(__name__)
 
 PENDING_FILE = "mlflow-pending.jsonl"
 """Writes that could not reach MLflow before the study ended, one JSON object a line."""
-POOL_STATE = "POOL"
-"""``tuner.state`` of a child run created ahead of need and not yet taken by a trial."""
 _BATCH_LIMIT = 1000
 """Metrics in one ``log_batch`` call (MLflow's own limit)."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -132,13 +131,6 @@ class NullListener:
 RunIdSink = Callable[[int | None, str], None]
 """Keeps a run id: ``(trial number, run id)``, or ``(None, run id)`` for the parent run."""
 
-_STATUS = {
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "FINISHED",
-    TrialState.FAILED: "FAILED",
-    TrialState.CANCELLED: "KILLED",
-}
-
 
 @dataclass
 class _Op:
@@ -199,6 +191,7 @@ class MlflowTracker(NullListener):
         self._flush_timeout = FLUSH_TIMEOUT if flush_timeout is None else flush_timeout
         self._state = _State()
         self._common_tags: dict[str, str] = {}
+        self._objective = ""
         self._queue: queue.Queue[_Op | None] = queue.Queue()
         self._backlog: list[_Op] = []
         self._lock = threading.Lock()
@@ -227,12 +220,8 @@ class MlflowTracker(NullListener):
 
     def study_started(self, start: StudyStart) -> None:
         spec = start.spec
-        self._common_tags = {
-            "tuner.study": spec.name,
-            "tuner.strategy": spec.strategy.type,
-            "tuner.engine": start.engine,
-            "tuner.backend": start.backend,
-        }
+        self._common_tags = _common_tags(start)
+        self._objective = spec.objective.metric
         self._pool_target = spec.budget.max_concurrent + 2 if self._runs_ahead else 0
         known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
         self._submit(_Op("known_runs", {"runs": known}))
@@ -256,12 +245,36 @@ class MlflowTracker(NullListener):
                         "direction": spec.objective.direction.value,
                         **{f"budget.{k}": v for k, v in spec.budget.model_dump().items()},
                     },
-                    "spec": spec.to_yaml(),
+                    "spec": _shown_spec(spec),
+                    "reopen": True,
                 },
             )
         )
         self._replay_saved()
         self._wait_for_pool(spec.budget.max_concurrent)
+
+    def attach(self, start: StudyStart) -> None:
+        """Follows a study's runs without reopening them (``tuner sync``)."""
+        spec = start.spec
+        self._common_tags = _common_tags(start)
+        self._objective = spec.objective.metric
+        known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
+        self._submit(_Op("known_runs", {"runs": known}))
+        self._submit(
+            _Op(
+                "open_parent",
+                {
+                    "experiment": self._config.experiment or spec.name,
+                    "parent_run_id": start.mlflow_parent_run_id,
+                    "name": spec.name,
+                    "tags": self._common_tags,
+                    "params": {},
+                    "spec": None,
+                    "reopen": False,
+                },
+            )
+        )
+        self._replay_saved()
 
     def _wait_for_pool(self, count: int, timeout: float = 15.0) -> None:
         """Waits (once, at the start) until the first trials can each have a run ready."""
@@ -347,7 +360,7 @@ class MlflowTracker(NullListener):
                     "tags": tags,
                     "traceback": record.traceback,
                     "log": record.log,
-                    "status": _STATUS.get(record.state, "FINISHED"),
+                    "status": RUN_STATUS.get(record.state, "FINISHED"),
                     "end": end,
                 },
             )
@@ -404,7 +417,20 @@ class MlflowTracker(NullListener):
         return not self._backlog
 
     def close(self) -> None:
-        """Writes what it can within ``flush_timeout``, saves the rest, stops the thread."""
+        """Writes what it can, makes the runs equal the store, stops; see :meth:`shutdown`."""
+        self.shutdown()
+
+    def shutdown(self, *, converge: bool = True, deep: bool = False) -> list[Repair]:
+        """Writes what it can within ``flush_timeout``, saves the rest, stops the thread.
+
+        Args:
+            converge: once everything is written, make the runs equal the store
+                (:func:`tuner.sync.converge`).
+            deep: check the intermediate values of every run, not only of runs found wrong.
+
+        Returns:
+            What the convergence repaired (nothing when every write went through).
+        """
         self._pool_target = 0
         self._submit(_Op("drain_pool"))
         deadline = time.monotonic() + self._flush_timeout
@@ -414,10 +440,17 @@ class MlflowTracker(NullListener):
             self.flush(max(0.0, deadline - time.monotonic()))
             if self._backlog:
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        repairs: list[Repair] = []
+        if converge and not self._backlog and self._load_study is not None:
+            op = _Op("converge", {"deep": deep})
+            self._submit(op)
+            self.flush(max(self._flush_timeout, deadline - time.monotonic()))
+            repairs = op.data.pop("repairs", [])
         self._closing = True
         self._queue.put(None)
         self._thread.join()
         self._save_backlog()
+        return repairs
 
     # --- the writer thread -------------------------------------------------------------------
 
@@ -546,8 +579,10 @@ class MlflowTracker(NullListener):
             self.experiment_id = state.experiment_id
         if state.parent_run_id is None and data.get("parent_run_id"):
             state.parent_run_id = data["parent_run_id"]
-            client.update_run(state.parent_run_id, status="RUNNING")
-            self._delete_stale_pool()
+            if data.get("reopen", True):
+                client.update_run(state.parent_run_id, status="RUNNING")
+                # What an earlier, killed orchestrator left: ghost runs, unused pooled runs.
+                self._converge(finished_only=True)
             return
         if state.parent_run_id is None:
             run = client.create_run(state.experiment_id, run_name=data["name"], tags=data["tags"])
@@ -555,7 +590,8 @@ class MlflowTracker(NullListener):
             self._keep(None, state.parent_run_id)
         params = [Param(k, str(v)) for k, v in data["params"].items()]
         client.log_batch(state.parent_run_id, params=params)
-        client.log_text(state.parent_run_id, data["spec"], "spec.yaml")
+        if data.get("spec"):
+            client.log_text(state.parent_run_id, data["spec"], "spec.yaml")
 
     def _children(self, condition: str, limit: int) -> list[Any]:
         """Child runs of the study's parent run that meet ``condition`` (MLflow search)."""
@@ -567,11 +603,6 @@ class MlflowTracker(NullListener):
             max_results=limit,
         )
         return found
-
-    def _delete_stale_pool(self) -> None:
-        """Deletes runs an earlier, killed orchestrator created ahead of need."""
-        for run in self._children(f"tags.`tuner.state` = '{POOL_STATE}'", 1000):
-            self._client.delete_run(run.info.run_id)
 
     def _apply_open_child(self, data: dict[str, Any]) -> None:
         from mlflow.entities import Param, RunTag
@@ -701,6 +732,27 @@ class MlflowTracker(NullListener):
         self._client.set_tag(state.parent_run_id, "tuner.stop_reason", data["stop_reason"])
         self._client.set_terminated(state.parent_run_id, data["status"])
 
+    def _apply_converge(self, data: dict[str, Any]) -> None:
+        data["repairs"] = self._converge(deep=bool(data.get("deep")))
+
+    def _converge(self, *, finished_only: bool = False, deep: bool = False) -> list[Repair]:
+        state = self._state
+        if state.experiment_id is None or state.parent_run_id is None or not self._load_study:
+            return []
+        study = self._load_study()
+        mirror = Mirror(self._client, state.experiment_id, state.parent_run_id, self._common_tags)
+
+        def keep(number: int, run_id: str) -> None:
+            state.run_ids[number] = run_id
+            self._keep(number, run_id)
+
+        repairs = converge(
+            mirror, study, self._objective, keep_run_id=keep, finished_only=finished_only, deep=deep
+        )
+        for repair in repairs:
+            _log.info("MLflow mirror repaired: %s", repair)
+        return repairs
+
     def _apply_drain_pool(self, data: dict[str, Any]) -> None:
         while True:
             try:
@@ -752,6 +804,21 @@ class MlflowTracker(NullListener):
             _log.warning("could not store MLflow run id %s of trial %s", run_id, number)
 
 
+def _common_tags(start: StudyStart) -> dict[str, str]:
+    """Tags of every run of the study."""
+    return {
+        "tuner.study": start.spec.name,
+        "tuner.strategy": start.spec.strategy.type,
+        "tuner.engine": start.engine,
+        "tuner.backend": start.backend,
+    }
+
+
+def _shown_spec(spec: StudySpec) -> str:
+    """The spec as logged with the study's run: secret-looking values masked."""
+    return spec.to_yaml(redact=True)
+
+
 def _summary_data(summary: StudySummary) -> dict[str, Any]:
     best = summary.best
     return {
@@ -785,75 +852,3 @@ def _short(exc: Exception) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    """What ``tuner sync`` wrote."""
-
-    replayed: int
-    created: int
-    closed: int
-    unwritten: int
-
-
-def sync_study(spec: StudySpec) -> SyncReport:
-    """Writes to MLflow whatever of a study it does not have yet.
-
-    Replays the writes saved when MLflow was unreachable, then checks every finished trial in
-    the study store: a trial with no run gets one (parameters, final metrics, state, and its
-    objective's intermediate values), and a run left open is closed.
-
-    Raises:
-        ValueError: if the spec has MLflow tracking turned off.
-    """
-    from tuner.records import Attr
-    from tuner.store import load_study, location, records, summarise
-
-    config = spec.tracking.mlflow
-    if config is None:
-        raise ValueError(f"study `{spec.name}` has MLflow tracking turned off (tracking.mlflow)")
-    study = load_study(spec)
-    folder = location(spec).root
-    saved = folder / PENDING_FILE
-    replayed = len(saved.read_text().splitlines()) if saved.exists() else 0
-
-    def keep(number: int | None, run_id: str) -> None:
-        key = Attr.MLFLOW_PARENT_RUN_ID if number is None else f"{Attr.MLFLOW_RUN_ID}.{number}"
-        study.set_user_attr(key, run_id)
-
-    if config.tracking_uri is None and study.user_attrs.get(Attr.TRACKING_URI):
-        config = config.model_copy(update={"tracking_uri": study.user_attrs[Attr.TRACKING_URI]})
-    tracker = MlflowTracker(config, keep, study_dir=folder, runs_ahead=False)
-    attrs = study.user_attrs
-    known = records(study)
-    tracker.study_started(
-        StudyStart(
-            spec=spec,
-            engine=str(attrs.get(Attr.ENGINE, "")),
-            seed=int(attrs.get(Attr.SEED, 0)),
-            resumed=True,
-            trials=tuple(r for r in known if r.mlflow_run_id),
-            mlflow_parent_run_id=attrs.get(Attr.MLFLOW_PARENT_RUN_ID),
-            backend=spec.backend.type,
-        )
-    )
-    tracker.flush()
-    attrs = study.user_attrs  # the replay may have created runs
-    created = closed = 0
-    for frozen in study.get_trials(deepcopy=False):
-        record = TrialRecord.from_optuna(frozen, attrs)
-        if not (record.state.is_finished() or record.state is TrialState.CANCELLED):
-            continue
-        if record.mlflow_run_id is None:
-            tracker.trial_started(record)
-            for step, value in sorted(frozen.intermediate_values.items()):
-                tracker.trial_reported(record.number, step, {spec.objective.metric: value})
-            tracker.trial_finished(record)
-            created += 1
-        elif tracker._client.get_run(record.mlflow_run_id).info.status == "RUNNING":  # noqa: SLF001
-            tracker.trial_finished(record)
-            closed += 1
-    tracker.study_progress(summarise(spec, records(study)))
-    tracker.close()
-    return SyncReport(replayed, created, closed, tracker.unwritten)

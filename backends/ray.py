@@ -85,7 +85,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise MissingExtraError("ray", "ray", "the Ray backend") from None
+        raise MissingExtraError("ray", None, "the Ray backend") from None
     return ray
 
 

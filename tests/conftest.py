@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,8 +41,19 @@ def _register_inprocess_backend() -> Path:
 PLUGIN_SITE = _register_inprocess_backend()
 
 
-def start_tuner(*args: str, cwd: Path, **extra_env: str) -> subprocess.Popen[str]:
-    """A `tuner` process in its own session (stop it with os.killpg), output merged."""
+def start_tuner(
+    *args: str, cwd: Path, ignore_sigint: bool = False, **extra_env: str
+) -> subprocess.Popen[str]:
+    """A `tuner` process in its own session (stop it with os.killpg), output merged.
+
+    Its SIGINT disposition is set, not inherited from whoever started the tests: default, or
+    ignored as `cmd &` in a script leaves it (``ignore_sigint``).
+    """
+    disposition = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
+
+    def set_sigint() -> None:
+        signal.signal(signal.SIGINT, disposition)
+
     return subprocess.Popen(
         [sys.executable, "-m", "tuner.cli", *args],
         cwd=cwd,
@@ -50,6 +62,7 @@ def start_tuner(*args: str, cwd: Path, **extra_env: str) -> subprocess.Popen[str
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=set_sigint,
     )
 
 

@@ -185,7 +185,10 @@ def running(journal: Path) -> int:
     return sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
 
 
-def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ignored", [False, True], ids=["sigint", "sigint-ignored-by-parent"])
+def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(
+    tmp_path: Path, ignored: bool
+) -> None:
     gate = tmp_path / "gate"
     spec = tmp_path / "study.yaml"
     spec.write_text(
@@ -196,7 +199,7 @@ def test_ctrl_c_exits_130_and_resume_finishes_without_rerunning(tmp_path: Path) 
         )
         .replace("max_trials: 6", "max_trials: 4")
     )
-    process = start_tuner("run", str(spec), cwd=tmp_path)
+    process = start_tuner("run", str(spec), cwd=tmp_path, ignore_sigint=ignored)
     journal = tmp_path / "tuner-studies" / "cli-study" / "journal.log"
     try:
         deadline = time.monotonic() + 90

@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 ENTRY_POINT_GROUP = "tuner.backends"
+DISTRIBUTION = "hpo-tuner"
+"""The name tuner is installed under (``pip install hpo-tuner``)."""
 
 
 class TrialStatus(enum.Enum):
@@ -237,13 +239,25 @@ class BackendError(RuntimeError):
 
 
 class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """A dependency is not installed; the message says what to install.
 
-    def __init__(self, package: str, extra: str, purpose: str):
-        super().__init__(
-            f"{purpose} needs the `{package}` package, which is not installed; "
-            f"install it with `pip install 'hpo-tuner[{extra}]'`"
+    Args:
+        package: the import that failed.
+        extra: the distribution's extra that installs it, or ``None`` for a dependency of
+            tuner itself (the installation is then broken and is repaired by reinstalling).
+        purpose: what needs it.
+    """
+
+    def __init__(self, package: str, extra: str | None, purpose: str):
+        self.package = package
+        self.extra = extra
+        how = (
+            f"install it with `pip install '{DISTRIBUTION}[{extra}]'`"
+            if extra
+            else f"it is a dependency of tuner: reinstall with `pip install --force-reinstall "
+            f"{DISTRIBUTION}`"
         )
+        super().__init__(f"{purpose} needs the `{package}` package, which is not installed; {how}")
 
 
 def available_backends() -> dict[str, metadata.EntryPoint]:

@@ -381,6 +381,9 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
     display = ProgressDisplay(console)
     study = Study(spec, listeners=[display])
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Started in the background by a script (`tuner run ... &`), a process inherits SIGINT
+    # ignored: Ctrl-C and `kill -INT` must still stop the study cleanly.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         study.run(resume=resume)
     except StudyExistsError as exc:
@@ -406,6 +409,7 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     assert study.summary is not None
     _print_results(spec, study.summary, study.tracking_uri)
     if study.summary.stop_reason is StopReason.MAX_FAILURES:

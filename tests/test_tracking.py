@@ -338,3 +338,50 @@ def load_study_for(folder: Path, name: str) -> Any:
     journal = folder / "tuner-studies" / name / "journal.log"
     storage = optuna.storages.JournalStorage(DurableJournalFile(str(journal)))
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_secret_looking_values_appear_nowhere_a_researcher_or_mlflow_sees(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    from conftest import run_tuner
+
+    secret = "s3cr3t-do-not-show"
+    spec_file = tmp_path / "study.yaml"
+    spec_file.write_text(
+        f"""
+name: secretive
+objective: {{metric: loss}}
+space: {{x: {{type: float, low: -1.0, high: 1.0}}}}
+strategy: {{type: random, seed: 3}}
+budget: {{max_trials: 2, max_concurrent: 1}}
+trial:
+  function: examples.functions:quadratic
+  env: {{WANDB_API_KEY: {secret}, HF_TOKEN: {secret}, MODE: fast}}
+backend: {{type: inprocess}}
+tracking: {{mlflow: {{tracking_uri: "{mlflow_uri}"}}}}
+"""
+    )
+    shown = [
+        run_tuner("run", str(spec_file), cwd=tmp_path),
+        run_tuner("status", "secretive", cwd=tmp_path),
+    ]
+    assert all(result.returncode == 0 for result in shown)
+    for result in shown:
+        assert secret not in result.stdout + result.stderr
+    assert "WANDB_API_KEY=****" in shown[1].stdout
+    journal = tmp_path / "tuner-studies" / "secretive" / "journal.log"
+    assert secret.encode() not in journal.read_bytes()
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("secretive")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 3
+    for run in runs:
+        assert secret not in str(run.data.params) + str(run.data.tags)
+    parent = next(r for r in runs if "tuner.trial" not in r.data.tags)
+    logged = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path)))
+    assert secret not in logged.read_text()
+    assert (
+        "WANDB_API_KEY: '****'" in logged.read_text() or "WANDB_API_KEY: ****" in logged.read_text()
+    )

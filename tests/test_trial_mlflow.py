@@ -60,3 +60,35 @@ def test_every_mlflow_call_of_a_trial_lands_in_its_own_run(
     assert default is None or not client.search_runs([default.experiment_id])
     elsewhere = client.get_experiment_by_name("somewhere-else")
     assert elsewhere is None or not client.search_runs([elsewhere.experiment_id])
+
+
+@pytest.mark.ray
+def test_a_command_trial_logs_into_its_own_run(
+    ray_cluster: Any, make_spec: Callable[..., Any], tmp_path: Path
+) -> None:
+    from conftest import TESTS
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = make_spec(
+        name="script",
+        space={"x": {"type": "float", "low": -2.0, "high": 2.0}},
+        budget={"max_trials": 4, "max_concurrent": 1},
+        trial={
+            "command": ["python", str(TESTS / "scripts" / "logs_to_mlflow.py")],
+            "metric_definitions": [{"name": "loss", "regex": "loss=([0-9.eE+-]+)"}],
+        },
+        backend={"type": "ray"},
+        tracking={"mlflow": {"tracking_uri": uri}},
+    )
+    summary = Study(spec).run()
+    assert summary.counts[TrialState.COMPLETE] == 4
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("script")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    trials = [r for r in runs if "tuner.trial" in r.data.tags]
+    assert len(runs) == 1 + 4  # the parent and one run per trial: nothing stray
+    for run in trials:
+        assert run.data.metrics["inner"] == pytest.approx(float(run.data.params["x"]))
+        assert run.data.params["script"] == "logs_to_mlflow"
+        assert run.info.status == "FINISHED"

@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from backends.sagemaker_prices import PRICES
+from tuner.backends.sagemaker_prices import PRICES
 from tuner.backend import (
     BackendConfig,
     BackendContext,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backends.ray import RayBackend, RayConfig
+from tuner.backends.ray import RayBackend, RayConfig
 from tuner.backend import (
     BackendContext,
     CommandEntry,

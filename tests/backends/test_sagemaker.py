@@ -25,7 +25,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from fake_sagemaker import BUCKET, ROLE, FakeSageMaker, LocalTrainingJobs, Outcome
 
-from backends.sagemaker import (
+from tuner.backends.sagemaker import (
     SageMakerBackend,
     _Job,
     job_name,

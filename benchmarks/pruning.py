@@ -96,7 +96,8 @@ def run_tuner(pruner: str, seed: int, workdir: Path) -> dict[str, float]:
 def run_optuna(pruner: str, seed: int) -> dict[str, float]:
     import optuna
 
-    from tuner.spec import AshaPruner, MedianPruner, NoPruner, make_pruner
+    from tuner.spec import AshaPruner, MedianPruner, NoPruner
+    from tuner.strategies.pruners import make_pruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = {"none": NoPruner(), "median": MedianPruner(**MEDIAN), "asha": AshaPruner(**ASHA)}

@@ -431,7 +431,8 @@ def test_a_pruner_stops_hopeless_trials_early(make_spec: Callable[..., Any]) -> 
 def test_pruner_specs_validate() -> None:
     from pydantic import TypeAdapter
 
-    from tuner.spec import Pruner, make_pruner
+    from tuner.spec import Pruner
+    from tuner.strategies.pruners import make_pruner
 
     for section, kind in [
         ({"type": "median"}, optuna.pruners.MedianPruner),

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.records import Attr, StudySummary, Tally, TrialRecord
-from tuner.spec import Direction, SpecError, StudySpec, load_spec, make_pruner
+from tuner.spec import Direction, SpecError, StudySpec, load_spec
+from tuner.strategies.pruners import make_pruner
 
 if TYPE_CHECKING:
     import optuna

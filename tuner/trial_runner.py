@@ -9,7 +9,6 @@ the trial is cancelled, and which dies with the worker if the worker is killed.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
@@ -22,12 +21,13 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuner.backend import CommandEntry, FunctionEntry, MetricDefinition, TrialStatus
+from tuner.functions import load_function
 from tuner.isolation import isolated
 from tuner.report import Reporter, reporting_to
 
@@ -90,21 +90,6 @@ class OutputLog:
     def text(self) -> str:
         middle = [f"\n[... {self._cut} characters cut ...]\n"] if self._cut else []
         return "".join([*self._head, *middle, *self._tail])
-
-
-def load_function(entry: FunctionEntry) -> Callable[[dict[str, Any]], Any]:
-    """The callable behind ``entry``, imported with its search path if need be."""
-    if entry.function is not None:
-        return entry.function
-    for path in reversed(entry.search_path):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    module_name, _, attr = entry.ref.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    function: Callable[[dict[str, Any]], Any] = target
-    return function
 
 
 def run_trial(

@@ -1,0 +1,104 @@
+"""``module:function`` references: checked when a spec loads, imported where a trial runs.
+
+The one resolver of trial functions, used by the spec (to check the reference and say what is
+wrong with it) and by the trial runner on a worker (to import it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tuner.backend import FunctionEntry
+from tuner.hints import closest
+
+REFERENCE = re.compile(r"[\w.]+:[\w.]+")
+"""The form of a reference: ``package.module:function`` (or ``module:Class.method``)."""
+
+
+def resolve_function(
+    function: str | Callable[..., Any], search_path: tuple[str, ...]
+) -> FunctionEntry:
+    """Checks that a trial function can be imported and says where it comes from.
+
+    The folders of ``search_path`` are on ``sys.path`` only for the check.
+
+    Raises:
+        ValueError: with what to fix, if the reference is malformed or cannot be imported.
+    """
+    if callable(function):
+        module = getattr(function, "__module__", None) or "__main__"
+        qualname = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        return FunctionEntry(f"{module}:{qualname}", search_path, function)
+    if not isinstance(function, str) or not REFERENCE.fullmatch(function):
+        raise ValueError(
+            f"{function!r} is not a function reference; write it as `package.module:function`"
+        )
+    with _on_sys_path(search_path):
+        _import(function, search_path)
+    return FunctionEntry(function, search_path)
+
+
+def load_function(entry: FunctionEntry) -> Callable[[dict[str, Any]], Any]:
+    """The callable behind ``entry``, where a trial runs.
+
+    The search path stays on ``sys.path``: the function's module may import its neighbours
+    when it runs.
+
+    Raises:
+        ValueError: as :func:`resolve_function` says it.
+    """
+    if entry.function is not None:
+        return entry.function
+    for path in reversed(entry.search_path):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return _import(entry.ref, entry.search_path)
+
+
+def _import(reference: str, search_path: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    """Imports ``module:attr.path``, or raises a ValueError that says what to fix."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(
+            f"cannot import module `{module_name}` ({exc}); it is looked up from "
+            f"{', '.join(search_path) or 'sys.path'}: run tuner from the folder that holds the "
+            "package, or fix the reference"
+        ) from None
+    except (Exception, SystemExit) as exc:  # the module's own top-level code failed
+        raise ValueError(
+            f"importing `{module_name}` raised {type(exc).__name__}: {exc}; fix the module "
+            "(it runs when the study starts)"
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            members = [n for n, _ in inspect.getmembers(module, callable) if not n.startswith("_")]
+            close = closest(part, members)
+            hint = f" (did you mean `{module_name}:{close}`?)" if close else ""
+            raise ValueError(f"module `{module_name}` has no function `{attr}`{hint}")
+    if not callable(target):
+        raise ValueError(f"`{reference}` is not callable")
+    function: Callable[[dict[str, Any]], Any] = target
+    return function
+
+
+@contextmanager
+def _on_sys_path(paths: tuple[str, ...]) -> Iterator[None]:
+    added = [p for p in paths if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)

@@ -1,0 +1,184 @@
+"""The whole study spec: its sections together, and the checks that span them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from tuner.backend import (
+    BackendConfig,
+    FunctionEntry,
+    UnknownBackendError,
+    available_backends,
+    backend_class,
+)
+from tuner.secrets import redact_spec
+from tuner.space import Float, Param, Space, SpaceError
+from tuner.spec.sections import (
+    BayesianStrategy,
+    Budget,
+    GridStrategy,
+    NoPruner,
+    Objective,
+    Pruner,
+    Storage,
+    Strategy,
+    Tracking,
+    TrialConfig,
+    _error,
+    _Section,
+)
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+def _default_backend() -> dict[str, Any]:
+    return {"type": "ray"}
+
+
+class StudySpec(_Section):
+    """A whole study: what to search, how, for how long, where to run and where to record."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Letters, digits, '.', '_', '-'.")
+    objective: Objective
+    space: dict[str, Param]
+    strategy: Strategy = Field(default_factory=lambda: BayesianStrategy())
+    budget: Budget = Budget()
+    pruner: Pruner = Field(
+        default_factory=lambda: NoPruner(),
+        description="Early stopping on the objective's intermediate values.",
+    )
+    trial: TrialConfig
+    backend: Annotated[SerializeAsAny[BackendConfig], WithJsonSchema({"type": "object"})] = Field(
+        default_factory=lambda: _resolve_backend(_default_backend())
+    )
+    tracking: Tracking = Tracking()
+    storage: Storage = Storage()
+
+    _space: Space | None = PrivateAttr(None)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _params_from_python(cls, value: Any) -> Any:
+        if isinstance(value, Space):
+            return dict(value)
+        return value
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_by_name(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve_backend(value, info.context)
+
+    @model_validator(mode="after")
+    def _check_whole(self) -> StudySpec:
+        errors: list[InitErrorDetails] = []
+        try:
+            self._space = Space(self.space)
+        except SpaceError as exc:
+            loc: tuple[str, ...] = ("space", exc.param, exc.field) if exc.param else ("space",)
+            errors.append(_error(loc, "space", str(exc)))
+        if self.trial.function is not None and not self.backend.runs_functions:
+            errors.append(
+                _error(
+                    ("trial", "function"),
+                    "backend_needs_command",
+                    f"the {self.backend.type} backend runs programs, not Python functions; "
+                    "give `command: [python, train.py]` with `metric_definitions` instead",
+                )
+            )
+        if self.budget.max_cost is not None:
+            problem = self.backend.cost_problem()
+            if problem is not None:
+                errors.append(_error(("budget", "max_cost"), "max_cost_unknown", problem))
+        if self.trial.command is not None:
+            names = [d.name for d in self.trial.metric_definitions]
+            if self.objective.metric not in names:
+                errors.append(
+                    _error(
+                        ("trial", "metric_definitions"),
+                        "objective_undefined",
+                        f"the objective `{self.objective.metric}` has no metric definition; "
+                        f"add `{{name: {self.objective.metric}, regex: ...}}` so it can be "
+                        "read from the command's output",
+                    )
+                )
+        if isinstance(self.strategy, GridStrategy):
+            for name, param in self.space.items():
+                if isinstance(param, Float) and param.step is None:
+                    errors.append(
+                        _error(
+                            ("space", name, "step"),
+                            "grid_needs_step",
+                            f"the grid strategy needs a `step` for float parameter `{name}`; "
+                            "add one, or use the random or bayesian strategy",
+                        )
+                    )
+        elif self.budget.max_trials is None and self.budget.max_time is None:
+            errors.append(
+                _error(
+                    ("budget",),
+                    "budget_unbounded",
+                    "the study would never stop: set `budget.max_trials` or `budget.max_time` "
+                    "(only the grid strategy ends by itself)",
+                )
+            )
+        if errors:
+            raise ValidationError.from_exception_data("StudySpec", errors)
+        return self
+
+    @property
+    def search_space(self) -> Space:
+        """The validated :class:`Space`."""
+        assert self._space is not None
+        return self._space
+
+    def to_yaml(self, *, redact: bool = False) -> str:
+        """The spec as YAML, with the folders its trial function is imported from.
+
+        A Python-built trial function is written as its ``module:function`` reference.
+
+        Args:
+            redact: mask secret-named ``env``/``environment`` values and URL passwords (see
+                :mod:`tuner.secrets`), for anything shown or logged. The study folder keeps
+                the unredacted form, which ``tuner resume`` runs with.
+        """
+        data = self.model_dump(mode="json", exclude_none=True)
+        entry = self.trial.entry
+        if isinstance(entry, FunctionEntry):
+            data["trial"]["path"] = list(entry.search_path)
+        else:
+            data["trial"]["workdir"] = entry.workdir
+        if redact:
+            data = redact_spec(data)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _resolve_backend(value: Any, context: Mapping[str, Any] | None = None) -> Any:
+    if isinstance(value, BackendConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"`backend` must be a mapping such as `{{type: ray}}`, got {value!r}")
+    name = value.get("type")
+    if not isinstance(name, str):
+        raise ValueError(
+            "`backend.type` is missing; available backends: "
+            + ", ".join(sorted(available_backends()))
+        )
+    try:
+        config_model = backend_class(name).Config
+    except UnknownBackendError as exc:
+        raise ValueError(str(exc)) from None
+    return config_model.model_validate(dict(value), context=context)

@@ -1,0 +1,360 @@
+"""The sections of a study spec: what each key means, its type, default and limits.
+
+Each section is a frozen pydantic model with ``extra="forbid"``, so an unknown key or a value of
+the wrong type is an error that names the field. :class:`tuner.spec.StudySpec` puts them
+together and checks what spans sections.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import shlex
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from tuner.backend import (
+    CommandEntry,
+    FunctionEntry,
+    MetricDefinition,
+    Resources,
+)
+from tuner.functions import resolve_function
+from tuner.units import Duration, parse_bytes
+from tuner.urls import storage_url_problem, tracking_uri_problem
+
+RESERVED_PREFIX = "tuner."
+"""Metric and attribute keys the framework writes; user metrics may not start with it."""
+
+
+_FUNCTION_PATTERN = r"[\w.]+:[\w.]+"
+
+
+MAX_INT = 2**63 - 1
+"""The largest integer a spec may hold (what storages and MLflow keep exactly)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Direction(enum.Enum):
+    """Whether the objective metric should go up or down."""
+
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class Objective(_Section):
+    """The metric the study optimises."""
+
+    metric: str = Field(min_length=1, description="Name of the metric the trial reports.")
+    direction: Direction = Direction.MINIMIZE
+
+    @field_validator("metric")
+    @classmethod
+    def _not_reserved(cls, metric: str) -> str:
+        if metric.startswith(RESERVED_PREFIX):
+            raise ValueError(
+                f"metric names starting with `{RESERVED_PREFIX}` are reserved for tuner; "
+                "rename the metric"
+            )
+        return metric
+
+
+class RandomStrategy(_Section):
+    """Independent uniform (or log-uniform) samples."""
+
+    type: Literal["random"] = "random"
+    seed: int | None = None
+
+
+class GridStrategy(_Section):
+    """Every configuration once; the study ends when the grid is exhausted."""
+
+    type: Literal["grid"] = "grid"
+    seed: int | None = Field(None, description="With `shuffle`, the order's seed.")
+    shuffle: bool = Field(False, description="Try the grid in a random order.")
+
+
+class BayesianStrategy(_Section):
+    """Model-based search. ``engine`` defaults to ``gp`` when torch is installed, else ``skopt``."""
+
+    type: Literal["bayesian"] = "bayesian"
+    engine: Literal["gp", "skopt", "tpe"] | None = None
+    seed: int | None = None
+    n_startup_trials: PositiveInt | None = Field(
+        None, description="Random trials before the model takes over (engine default if unset)."
+    )
+
+
+Strategy: TypeAlias = Annotated[
+    RandomStrategy | GridStrategy | BayesianStrategy, Field(discriminator="type")
+]
+
+
+class NoPruner(_Section):
+    """No early stopping: every trial runs to its end."""
+
+    type: Literal["none"] = "none"
+
+
+class MedianPruner(_Section):
+    """Stops a trial whose intermediate objective is worse than the median of earlier trials
+    at the same step (optuna's ``MedianPruner``)."""
+
+    type: Literal["median"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="Trials that are never stopped.")
+    n_warmup_steps: int = Field(0, ge=0, description="Steps of each trial never judged.")
+
+
+class AshaPruner(_Section):
+    """Asynchronous successive halving (optuna's ``SuccessiveHalvingPruner``)."""
+
+    type: Literal["asha"] = "asha"
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+
+
+class HyperbandPruner(_Section):
+    """Hyperband over successive-halving brackets (optuna's ``HyperbandPruner``)."""
+
+    type: Literal["hyperband"] = "hyperband"
+    min_resource: int = Field(1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+
+
+Pruner: TypeAlias = Annotated[
+    NoPruner | MedianPruner | AshaPruner | HyperbandPruner, Field(discriminator="type")
+]
+
+
+class Budget(_Section):
+    """When the study stops. Counts include the trials of earlier runs of the same study."""
+
+    max_trials: PositiveInt | None = Field(
+        None, le=MAX_INT, description="Finished trials (any state)."
+    )
+    max_concurrent: PositiveInt = Field(1, le=MAX_INT, description="Trials running at once.")
+    max_time: Duration | None = Field(None, description="Wall time of one `tuner run`.")
+    max_failures: PositiveInt = Field(
+        10, le=MAX_INT, description="Failed trials before the study stops."
+    )
+    max_cost: PositiveFloat | None = Field(
+        None,
+        description="USD to spend on trials (finished, and running ones so far) before no new "
+        "trial starts; needs a backend that knows prices (sagemaker).",
+    )
+
+
+class ResourcesSpec(_Section):
+    """What one trial needs on its backend."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0, description="Fractions share a GPU between trials.")
+    memory: Annotated[int, BeforeValidator(parse_bytes)] | None = Field(
+        None, description="Memory to reserve, e.g. 2GB."
+    )
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources, e.g. {TPU: 1} on Ray."
+    )
+
+    def to_resources(self) -> Resources:
+        """The backend-facing record."""
+        return Resources(
+            cpus=self.cpus, gpus=self.gpus, memory=self.memory, custom=dict(self.custom)
+        )
+
+
+class MetricDefinitionSpec(_Section):
+    """A metric read from a command's output, in SageMaker's ``MetricDefinitions`` format."""
+
+    name: str = Field(min_length=1)
+    regex: str = Field(description="A regular expression whose first group is the value.")
+
+    @field_validator("regex")
+    @classmethod
+    def _one_group(cls, regex: str) -> str:
+        try:
+            compiled = re.compile(regex)
+        except re.error as exc:
+            raise ValueError(
+                f"not a valid regular expression ({exc}); check the escaping"
+            ) from None
+        if compiled.groups < 1:
+            raise ValueError(
+                "the regex needs a capture group around the value, e.g. `loss=([0-9.eE+-]+)`"
+            )
+        return regex
+
+
+class TrialConfig(_Section):
+    """What a trial runs: a Python ``function`` or a ``command``, and how.
+
+    A function is ``module:function(params) -> float | dict``. A command (no shell) receives
+    the hyperparameters as ``--name value`` arguments and in the JSON file whose path is in
+    ``TUNER_PARAMS_FILE``; ``metric_definitions`` read its metrics from its output.
+    """
+
+    path: list[str] = Field(
+        default_factory=list,
+        description="Extra folders to import the function from (the working directory and "
+        "the spec's folder always are).",
+    )
+    function: (
+        Annotated[
+            str | Callable[..., Any],
+            WithJsonSchema({"type": "string", "pattern": r"^[\w.]+:[\w.]+$"}),
+        ]
+        | None
+    ) = None
+    command: list[str] | None = Field(
+        None, min_length=1, description="e.g. [python, train.py]; run without a shell."
+    )
+    metric_definitions: list[MetricDefinitionSpec] = Field(default_factory=list)
+    workdir: str | None = Field(
+        None, description="The command's working directory (default: the spec's folder)."
+    )
+    resources: ResourcesSpec = ResourcesSpec()
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    timeout: Duration | None = Field(None, description="Longest a trial may run.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries after infrastructure failures (lost worker or node)."
+    )
+    retry_on_error: bool = Field(False, description="Retry errors in the trial code too.")
+
+    _entry: FunctionEntry | CommandEntry | None = PrivateAttr(None)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("function")
+    @classmethod
+    def _importable(cls, function: Any, info: ValidationInfo) -> Any:
+        if function is None or callable(function):
+            return function
+        if not re.fullmatch(_FUNCTION_PATTERN, function):
+            raise ValueError(
+                f"{function!r} is not a function reference; write it as `package.module:function`"
+            )
+        # A spec read from YAML checks the import as a separate step (see `load_spec_text`),
+        # so a missing module does not hide the spec's other problems, and reading a study
+        # (`tuner status`) never runs its code. A spec built in Python checks it right here.
+        if (info.context or {}).get("import_trial", True):
+            resolve_function(function, _search_path(info, info.data.get("path", [])))
+        return function
+
+    @model_validator(mode="after")
+    def _resolve_entry(self, info: ValidationInfo) -> TrialConfig:
+        if (self.function is None) == (self.command is None):
+            raise ValueError("give exactly one of `function: module:function` and `command: [...]`")
+        if self.function is not None:
+            if self.metric_definitions:
+                raise ValueError(
+                    "`metric_definitions` read a command's output; a function returns its "
+                    "metrics (or reports them with tuner.report)"
+                )
+            search_path = _search_path(info, self.path)
+            if callable(self.function):
+                self._entry = resolve_function(self.function, search_path)
+            else:
+                self._entry = FunctionEntry(self.function, search_path)
+        else:
+            assert self.command is not None
+            spec_dir = (info.context or {}).get("spec_dir") or os.getcwd()
+            workdir = os.path.join(spec_dir, self.workdir) if self.workdir else spec_dir
+            self._entry = CommandEntry(
+                argv=tuple(self.command),
+                metric_definitions=tuple(
+                    MetricDefinition(d.name, d.regex) for d in self.metric_definitions
+                ),
+                workdir=os.path.abspath(workdir),
+            )
+        return self
+
+    @field_serializer("function")
+    def _function_as_reference(self, function: Any) -> str | None:
+        if function is None:
+            return None
+        entry = self.entry
+        return entry.ref if isinstance(entry, FunctionEntry) else str(function)
+
+    @property
+    def entry(self) -> FunctionEntry | CommandEntry:
+        """The resolved function reference or command the backends run."""
+        assert self._entry is not None
+        return self._entry
+
+
+class MlflowTracking(_Section):
+    """MLflow tracking: a parent run per study, a nested child run per trial."""
+
+    experiment: str | None = Field(None, description="Experiment name; the study name if unset.")
+    tracking_uri: str | None = Field(
+        None, description="Any MLflow tracking URI; MLflow's default (env or ./mlflow.db) if unset."
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _supported_uri(cls, uri: str | None) -> str | None:
+        problem = None if uri is None else tracking_uri_problem(uri)
+        if problem is not None:
+            raise ValueError(problem)
+        return uri
+
+
+class Tracking(_Section):
+    """Where results are mirrored. ``mlflow: null`` turns MLflow off."""
+
+    mlflow: MlflowTracking | None = MlflowTracking()
+
+
+class Storage(_Section):
+    """Where the study's state lives."""
+
+    dir: str = Field("tuner-studies", description="Folder that holds one folder per study.")
+    url: str | None = Field(
+        None, description="An optuna storage URL; a journal file in the study's folder if unset."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, url: str | None) -> str | None:
+        problem = None if url is None else storage_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
+
+def _search_path(info: ValidationInfo, extra: list[str]) -> tuple[str, ...]:
+    spec_dir = (info.context or {}).get("spec_dir")
+    return tuple(dict.fromkeys(p for p in (os.getcwd(), spec_dir, *extra) if p))
+
+
+_CUSTOM_KINDS: set[str] = set()
+"""Error kinds made by :func:`_error`: their messages are whole, with no input to quote."""
+
+
+def _error(loc: tuple[str, ...], kind: str, message: str) -> InitErrorDetails:
+    _CUSTOM_KINDS.add(kind)
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)

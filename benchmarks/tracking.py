@@ -75,9 +75,10 @@ def makespan(tracking: bool, workdir: Path) -> float:
 
 def cost_tuner(uri: str) -> float:
     import tuner
+    from tuner.events import StudyStart
     from tuner.records import StudySummary, TrialRecord, TrialState
     from tuner.spec import MlflowTracking
-    from tuner.tracking import MlflowTracker, StudyStart
+    from tuner.tracking import MlflowTracker
 
     spec = tuner.StudySpec(
         name="cost",

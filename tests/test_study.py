@@ -12,10 +12,11 @@ import pytest
 
 from inprocess import InProcessBackend, InProcessConfig
 from tuner.backend import TrialStatus, TrialUpdate
+from tuner.events import Listener as NullListener
+from tuner.events import StudyStart
 from tuner.records import Attr, StopReason, StudySummary, TrialRecord, TrialState
 from tuner.store import StudyExistsError, load_study, location, open_study, records
 from tuner.study import Study
-from tuner.tracking import NullListener, StudyStart
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

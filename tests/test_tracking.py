@@ -14,11 +14,12 @@ from mlflow.tracking import MlflowClient
 
 import tuner.tracking
 from servers import MlflowServer, free_port
+from tuner.events import Listener as NullListener
 from tuner.records import StopReason, TrialRecord, TrialState
 from tuner.store import load_study, location
 from tuner.study import Study
 from tuner.sync import sync_study
-from tuner.tracking import PENDING_FILE, NullListener
+from tuner.tracking import PENDING_FILE
 
 
 @pytest.fixture

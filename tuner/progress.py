@@ -15,8 +15,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from tuner.events import Listener, StudyStart
 from tuner.records import StudySummary, TrialRecord, TrialState
-from tuner.tracking import NullListener, StudyStart
 
 _STYLE = {
     TrialState.COMPLETE: "green",
@@ -26,7 +26,7 @@ _STYLE = {
 }
 
 
-class ProgressDisplay(NullListener):
+class ProgressDisplay(Listener):
     """Shows a study's progress on a rich console.
 
     Args:

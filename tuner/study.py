@@ -31,6 +31,7 @@ from tuner.backend import (
     TrialStatus,
     create_backend,
 )
+from tuner.events import Listeners, StudyListener, StudyStart
 from tuner.records import Attr, StopReason, StudySummary, Tally, TrialRecord, TrialState
 from tuner.spec import Direction, StudySpec
 from tuner.store import (
@@ -41,7 +42,7 @@ from tuner.store import (
     save_spec,
 )
 from tuner.strategies import PendingAwareSampler, make_sampler
-from tuner.tracking import MlflowTracker, StudyListener, StudyStart
+from tuner.tracking import MlflowTracker
 
 if TYPE_CHECKING:
     from tuner.locks import HeldLock
@@ -260,7 +261,7 @@ class _Loop:
         self.study = study
         self.sampler = sampler
         self.backend = backend
-        self.listeners = listeners
+        self.events = Listeners(listeners)
         self.running: dict[int, _Running] = {}
         self.tally = Tally(maximize=self.spec.objective.direction is Direction.MAXIMIZE)
         self.failures = 0
@@ -283,10 +284,6 @@ class _Loop:
 
     def _pending_configs(self) -> list[dict[str, Any]]:
         return [dict(r.record.params) for r in self.running.values()] + self.queued
-
-    def _emit(self, event: str, *args: Any) -> None:
-        for listener in self.listeners:
-            _safely(getattr(listener, event), *args)
 
     # --- start: count what is there, pick up what an earlier run left ---------------------
 
@@ -314,8 +311,7 @@ class _Loop:
                 self.tally.spend(record.cost)  # interrupted attempts cost money too
             known.append(record)
         parent = study_attrs.get(Attr.MLFLOW_PARENT_RUN_ID)
-        self._emit(
-            "study_started",
+        self.events.study_started(
             StudyStart(
                 spec=self.spec,
                 engine=self.sampler.engine,
@@ -327,7 +323,7 @@ class _Loop:
             ),
         )
         for record in interrupted:  # their runs, left open by a killed orchestrator, close
-            self._emit("trial_finished", record)
+            self.events.trial_finished(record)
         failpoints.hit("study.started")
 
     def _recover(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> bool:
@@ -486,13 +482,7 @@ class _Loop:
             "TUNER_TRIAL": str(number),
             **self.spec.trial.env,
         }
-        for listener in self.listeners:
-            provide = getattr(listener, "trial_environment", None)
-            if provide is not None:
-                try:
-                    env.update(provide(number))
-                except Exception:
-                    _log.exception("ignored error in %s.trial_environment", listener)
+        env.update(self.events.trial_environment(number))
         return env
 
     def _launch(self) -> None:
@@ -508,12 +498,12 @@ class _Loop:
             _log.warning("trial %d could not be submitted: %s", trial.number, exc)
             handle = TrialHandle(self.spec.backend.type, trial.number)
             running = _Running(trial, record, handle, self.clock(), env)
-            self._emit("trial_started", record)
+            self.events.trial_started(record)
             self._fail(running, f"submitting to the backend failed: {exc}", None, None)
             return
         trial.set_user_attr(Attr.HANDLE, handle.to_json())
         self.running[trial.number] = _Running(trial, record, handle, self.clock(), env)
-        self._emit("trial_started", record)
+        self.events.trial_started(record)
         failpoints.hit("trial.submitted")
 
     def _retry(self, running: _Running, update: Any) -> bool:
@@ -554,7 +544,7 @@ class _Loop:
         self.running[trial.number] = running
         attempt = running.attempt + 1
         _log.info("trial %d: %s; retrying (attempt %d)", trial.number, update.error, attempt)
-        self._emit("trial_retried", trial.number, attempt, update.error or "")
+        self.events.trial_retried(trial.number, attempt, update.error or "")
         return True
 
     def _handle(self, updates: list[Any]) -> None:
@@ -595,7 +585,7 @@ class _Loop:
         if not update.metrics or update.step is None:
             return
         value = update.metrics.get(self.spec.objective.metric)
-        self._emit("trial_reported", update.trial, update.step, dict(update.metrics))
+        self.events.trial_reported(update.trial, update.step, dict(update.metrics))
         if value is not None and math.isfinite(value) and update.step > running.last_step:
             running.trial.report(value, update.step)
             running.last_step = update.step
@@ -712,8 +702,8 @@ class _Loop:
 
     def _finished(self, record: TrialRecord) -> None:
         self.tally.add(record)
-        self._emit("trial_finished", record)
-        self._emit("study_progress", self._summary())
+        self.events.trial_finished(record)
+        self.events.study_progress(self._summary())
 
     def _summary(self) -> StudySummary:
         counts = dict(self.tally.counts)
@@ -744,10 +734,10 @@ class _Loop:
             record = replace(
                 running.record, state=TrialState.CANCELLED, finished=datetime.now(), cost=cost
             )
-            self._emit("trial_finished", record)
+            self.events.trial_finished(record)
             del self.running[number]
         summary = self._summary()
-        self._emit("study_finished", summary)
+        self.events.study_finished(summary)
         return summary
 
 

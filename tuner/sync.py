@@ -331,9 +331,10 @@ def sync_study(spec: StudySpec) -> SyncReport:
         ValueError: if the spec has MLflow tracking turned off.
         StudyBusyError: if an orchestrator is running the study (it keeps MLflow in step).
     """
+    from tuner.events import StudyStart
     from tuner.locks import orchestrator_lock
     from tuner.store import load_study, location, records, summarise
-    from tuner.tracking import PENDING_FILE, MlflowTracker, StudyStart
+    from tuner.tracking import PENDING_FILE, MlflowTracker
 
     config = spec.tracking.mlflow
     if config is None:

@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tuner import failpoints
+from tuner.events import Listener, StudyStart
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
 from tuner.sync import POOL_STATE, RUN_STATUS, Mirror, Repair, converge
 
@@ -50,82 +51,6 @@ RETRY_INTERVAL = 5.0
 """Seconds between attempts to write the backlog while the tracking server is away."""
 FLUSH_TIMEOUT = 30.0
 """Seconds the tracker keeps trying at the end of a study before it saves the backlog."""
-
-
-@dataclass(frozen=True)
-class StudyStart:
-    """What listeners learn when a study (re)starts."""
-
-    spec: StudySpec
-    engine: str
-    seed: int
-    resumed: bool
-    trials: tuple[TrialRecord, ...] = ()
-    mlflow_parent_run_id: str | None = None
-    backend: str = ""
-
-
-class StudyListener(Protocol):
-    """Receives the study's events, in order, from the study loop's thread."""
-
-    def study_started(self, start: StudyStart) -> None:
-        """The study is about to launch trials."""
-
-    def trial_environment(self, number: int) -> Mapping[str, str]:
-        """Environment variables for a trial about to be submitted."""
-        return {}
-
-    def trial_started(self, record: TrialRecord) -> None:
-        """A trial was submitted to the backend."""
-
-    def trial_reported(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
-        """A running trial reported intermediate metrics."""
-
-    def trial_finished(self, record: TrialRecord) -> None:
-        """A trial reached its final state (or was cancelled)."""
-
-    def trial_retried(self, number: int, attempt: int, error: str) -> None:
-        """A trial failed for a reason that allows a retry, and runs again."""
-
-    def study_progress(self, summary: StudySummary) -> None:
-        """Counts or the best trial changed."""
-
-    def study_finished(self, summary: StudySummary) -> None:
-        """The study stopped; ``summary.stop_reason`` says why."""
-
-    def close(self) -> None:
-        """Flushes what is pending; called once, last."""
-
-
-class NullListener:
-    """A listener that ignores everything; subclass it to handle only some events."""
-
-    def study_started(self, start: StudyStart) -> None:
-        return None
-
-    def trial_environment(self, number: int) -> Mapping[str, str]:
-        return {}
-
-    def trial_started(self, record: TrialRecord) -> None:
-        return None
-
-    def trial_reported(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
-        return None
-
-    def trial_finished(self, record: TrialRecord) -> None:
-        return None
-
-    def trial_retried(self, number: int, attempt: int, error: str) -> None:
-        return None
-
-    def study_progress(self, summary: StudySummary) -> None:
-        return None
-
-    def study_finished(self, summary: StudySummary) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 RunIdSink = Callable[[int | None, str], None]
@@ -150,7 +75,7 @@ class _State:
     last_step: dict[int, int] = field(default_factory=dict)
 
 
-class MlflowTracker(NullListener):
+class MlflowTracker(Listener):
     """Mirrors a study into MLflow from a background thread.
 
     Args:

@@ -14,10 +14,8 @@ from typing import Any
 
 from optuna.storages.journal import JournalFileBackend
 
-# optuna's lock context for the journal file (only exported from its own module).
-from optuna.storages.journal._file import get_lock_file
-
 from tuner import failpoints
+from tuner.optuna_adapter import journal_file_lock, journal_path
 
 
 class DurableJournalFile(JournalFileBackend):
@@ -28,7 +26,7 @@ class DurableJournalFile(JournalFileBackend):
 
         text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
         data = text.encode("utf-8")
-        with get_lock_file(self._lock), open(self._file_path, "r+b") as journal:
+        with journal_file_lock(self), open(journal_path(self), "r+b") as journal:
             _cut_torn_tail(journal)
             journal.seek(0, os.SEEK_END)
 

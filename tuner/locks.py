@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 # The journal backend's lock interface (`lock_obj=`), only exported from its own module.
-from optuna.storages.journal._file import BaseJournalFileLock
+from tuner.optuna_adapter import BaseJournalFileLock
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec

@@ -32,6 +32,7 @@ from tuner.backend import (
     create_backend,
 )
 from tuner.events import Listeners, StudyListener, StudyStart
+from tuner.optuna_adapter import live_trial, reload, storage_of, trial_id
 from tuner.records import Attr, StopReason, StudySummary, Tally, TrialRecord, TrialState
 from tuner.spec import Direction, StudySpec
 from tuner.store import (
@@ -228,9 +229,8 @@ class Study:
 
 def _reload(study: optuna.Study) -> optuna.Study:
     """A fresh handle on ``study`` for another thread (the tracker's end-of-study plots)."""
-    import optuna
 
-    return optuna.load_study(study_name=study.study_name, storage=study._storage)  # noqa: SLF001
+    return reload(study)
 
 
 def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
@@ -339,9 +339,7 @@ class _Loop:
             else TrialHandle(self.spec.backend.type, frozen.number, {"attempt": attempt})
         )
         if self.backend.reattach(handle):
-            import optuna
-
-            trial = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
+            trial = live_trial(self.study, frozen)
             spent = frozen.user_attrs.get(Attr.COST)
             self.running[frozen.number] = _Running(
                 trial,
@@ -354,13 +352,13 @@ class _Loop:
             _log.info("trial %d is still running; following it", frozen.number)
             return True
         _log.info("trial %d was interrupted; queueing it again", frozen.number)
-        self._requeue(frozen._trial_id, frozen.number, dict(frozen.params))  # noqa: SLF001
+        self._requeue(trial_id(frozen), frozen.number, dict(frozen.params))
         return False
 
     def _requeue(self, trial_id: int, number: int, params: dict[str, Any]) -> None:
         from optuna.trial import TrialState as OptunaState
 
-        storage = self.study._storage  # noqa: SLF001
+        storage = storage_of(self.study)
         storage.set_trial_user_attr(trial_id, Attr.CANCELLED, True)
         storage.set_trial_state_values(trial_id, OptunaState.FAIL)
         if params:
@@ -729,8 +727,8 @@ class _Loop:
             _safely(self.backend.cancel, running.handle)
             cost = self._keep_cost(running, None, {})
             self.tally.spend(cost)
-            trial_id = running.trial._trial_id  # noqa: SLF001
-            self._requeue(trial_id, number, dict(running.record.params))
+            stored_id = trial_id(running.trial)
+            self._requeue(stored_id, number, dict(running.record.params))
             record = replace(
                 running.record, state=TrialState.CANCELLED, finished=datetime.now(), cost=cost
             )

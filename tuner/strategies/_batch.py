@@ -10,6 +10,7 @@ import numpy as np
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.optuna_adapter import trials_in
 from tuner.space import Categorical, Float, Int, Space
 
 if TYPE_CHECKING:
@@ -33,9 +34,7 @@ def trial_config(trial: FrozenTrial) -> dict[str, Any]:
 
 def pending_keys(study: Study, exclude: int | None = None) -> set[tuple[tuple[str, str], ...]]:
     """Keys of configurations that are running or queued, except trial number ``exclude``."""
-    trials = study._get_trials(  # noqa: SLF001 - the same cached read optuna's samplers do
-        deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING), use_cache=False
-    )
+    trials = trials_in(study, (TrialState.RUNNING, TrialState.WAITING), cached=False)
     return {config_key(trial_config(t)) for t in trials if t.number != exclude}
 
 

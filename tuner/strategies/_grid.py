@@ -9,6 +9,7 @@ import numpy as np
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.optuna_adapter import trials_in
 from tuner.records import Attr
 from tuner.strategies._batch import config_key, trial_config
 
@@ -46,7 +47,7 @@ class GridSampler(BaseSampler):
         return len(self._grid)
 
     def _used(self, study: Study, exclude: int | None = None) -> set[Any]:
-        trials = study._get_trials(deepcopy=False, use_cache=False)  # noqa: SLF001
+        trials = trials_in(study, cached=False)
         return {
             config_key(trial_config(t))
             for t in trials

@@ -19,6 +19,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.optuna_adapter import trials_in
 from tuner.space import from_skopt_value, to_skopt, to_skopt_value
 
 if TYPE_CHECKING:
@@ -67,9 +68,7 @@ class SkoptSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        complete = study._get_trials(  # noqa: SLF001
-            deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True
-        )
+        complete = trials_in(study, (TrialState.COMPLETE,))
         if len(complete) < self._n_startup_trials:
             return {}
         names = sorted(search_space)
@@ -79,9 +78,7 @@ class SkoptSampler(BaseSampler):
             return {}
         xs = [self._point(t.params, names) for t in usable]
         ys = [sign * float(t.value) for t in usable if t.value is not None]
-        running = study._get_trials(  # noqa: SLF001
-            deepcopy=False, states=(TrialState.RUNNING,), use_cache=False
-        )
+        running = trials_in(study, (TrialState.RUNNING,), cached=False)
         lie = min(ys)  # "CL-min", skopt's own choice for batches (see the module docstring)
         for t in running:
             if t.number != trial.number and set(names) <= t.params.keys():

@@ -1,0 +1,88 @@
+"""The few optuna internals tuner relies on, in one place, for the optuna versions it supports.
+
+optuna is tuner's backbone, through its public API almost everywhere. Where that API stops
+short, tuner reaches inside, and only here: a trial's storage id (to tell a trial an earlier
+orchestrator left running), the study's storage, the cached read of trials that optuna's own
+samplers use, and the journal file's lock interface. ``tests/test_optuna_adapter.py`` checks
+each against the installed optuna; :data:`SUPPORTED` is the range the package declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+# The journal file backend's lock interface and lock context (exported from its module only).
+from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import FrozenTrial, TrialState
+
+SUPPORTED = ">=4.4,<6"
+"""The optuna releases tuner is tested with (``pyproject.toml`` declares the same)."""
+
+__all__ = [
+    "SUPPORTED",
+    "BaseJournalFileLock",
+    "journal_file_lock",
+    "journal_path",
+    "live_trial",
+    "reload",
+    "storage_of",
+    "trial_id",
+    "trials_in",
+]
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage a study reads and writes."""
+    storage: BaseStorage = study._storage  # noqa: SLF001
+    return storage
+
+
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    """A trial's id in its storage (not its number in the study)."""
+    found: int = trial._trial_id  # noqa: SLF001
+    return found
+
+
+def live_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
+    """A handle to report to and tell a trial that is still RUNNING in the store (one that an
+    earlier orchestrator started)."""
+    import optuna
+
+    return optuna.Trial(study, trial_id(frozen))
+
+
+def reload(study: optuna.Study) -> optuna.Study:
+    """A fresh handle on ``study`` (another thread's own, sharing the storage)."""
+    import optuna
+
+    return optuna.load_study(study_name=study.study_name, storage=storage_of(study))
+
+
+def trials_in(
+    study: optuna.Study, states: Sequence[TrialState] | None = None, *, cached: bool = True
+) -> list[FrozenTrial]:
+    """The study's trials in ``states`` without copies: the read optuna's own samplers make
+    while a study runs (``cached`` lets the storage answer from what it already read)."""
+    trials: list[FrozenTrial] = study._get_trials(  # noqa: SLF001
+        deepcopy=False, states=tuple(states) if states else None, use_cache=cached
+    )
+    return trials
+
+
+def journal_file_lock(backend: JournalFileBackend) -> AbstractContextManager[None]:
+    """Holds a journal file's lock (what optuna's own appends hold)."""
+    lock: BaseJournalFileLock = backend._lock  # noqa: SLF001
+    return get_lock_file(lock)
+
+
+def journal_path(backend: JournalFileBackend) -> str:
+    """The file a journal backend appends to."""
+    path: str = backend._file_path  # noqa: SLF001
+    return path

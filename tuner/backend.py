@@ -7,14 +7,18 @@ entry-point group, so a third party adds one without touching tuner::
     [project.entry-points."tuner.backends"]
     slurm = "my_package.slurm:SlurmBackend"
 
-The class named there has a ``Config`` pydantic model (its ``type`` field holds the name) and is
-built as ``SlurmBackend(config, context)``.
+The class named there keeps the :class:`Backend` protocol: a ``name``, a ``Config`` pydantic
+model (a :class:`BackendConfig` whose ``type`` field holds the entry point's name), the methods,
+and a constructor called as ``SlurmBackend(config, context)``. :func:`backend_class` checks that
+when it loads the plug-in; :mod:`tuner.testing.backend_contract` checks what the backend does.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -23,9 +27,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from tuner.errors import InputError, SetupError
+
 ENTRY_POINT_GROUP = "tuner.backends"
 DISTRIBUTION = "hpo-tuner"
 """The name tuner is installed under (``pip install hpo-tuner``)."""
+
+_log = logging.getLogger(__name__)
 
 
 class TrialStatus(enum.Enum):
@@ -199,10 +207,17 @@ class Backend(Protocol):
     a trial submitted by an earlier orchestrator is still followed: running, or finished while
     no orchestrator watched (its updates, final one included, then come through ``poll``).
     ``capacity`` may drop while the study runs (a cloud quota was hit); the loop reads it
-    before each launch.
+    before each launch, and it is never below 1.
+
+    A backend is a class built as ``Backend(config, context)``, ``config`` an instance of its
+    ``Config`` and ``context`` a :class:`BackendContext`; it is registered in the
+    ``tuner.backends`` entry-point group (see the module's docstring).
     """
 
     name: ClassVar[str]
+    """The backend's name, as in its handles (``TrialHandle.backend``)."""
+    Config: ClassVar[type[BackendConfig]]
+    """The model of its ``backend:`` section; its ``type`` field holds the entry point's name."""
 
     @property
     def capacity(self) -> int:
@@ -230,15 +245,22 @@ class Backend(Protocol):
         ...
 
 
-class UnknownBackendError(LookupError):
+class UnknownBackendError(InputError, LookupError):
     """No backend is registered under the name asked for."""
 
 
-class BackendError(RuntimeError):
+class BackendError(SetupError, RuntimeError):
     """A backend cannot run the study as configured; the message says how to fix it."""
 
 
-class MissingExtraError(ImportError):
+class BackendPluginError(SetupError):
+    """A plug-in of the ``tuner.backends`` group does not import or does not keep the contract.
+
+    The message names the entry point (``name = module:attr``) and everything wrong with it.
+    """
+
+
+class MissingExtraError(SetupError, ImportError):
     """A dependency is not installed; the message says what to install.
 
     Args:
@@ -266,22 +288,164 @@ def available_backends() -> dict[str, metadata.EntryPoint]:
 
 
 def backend_class(name: str) -> type[Any]:
-    """The backend class registered as ``name``.
+    """The backend class registered as ``name``, checked against the :class:`Backend` contract.
 
     Raises:
         UnknownBackendError: if no such backend is registered.
+        BackendPluginError: if its entry point does not import, or names something that is not
+            a backend (the message lists every problem).
     """
+    return _load(name)[1]
+
+
+def create_backend(config: BackendConfig, context: BackendContext) -> Backend:
+    """Builds the backend that ``config`` describes.
+
+    Raises:
+        UnknownBackendError: if no backend is registered as ``config.type``.
+        BackendPluginError: if the plug-in breaks the contract (see :func:`backend_class`), or
+            the backend it builds has no usable ``capacity``.
+    """
+    entry_point, cls = _load(config.type)
+    backend: Backend = cls(config, context)
+    problems = _instance_problems(backend)
+    if problems:
+        try:
+            backend.close()
+        except Exception:  # the contract error says more than a failing close
+            _log.debug("closing the broken backend failed", exc_info=True)
+        raise BackendPluginError(_plugin_message(entry_point, problems))
+    return backend
+
+
+def backend_problems(cls: object, name: str | None = None) -> list[str]:
+    """What keeps ``cls`` from being a backend class (empty if nothing does).
+
+    Checks what can be checked without building it: a ``name``, a ``Config`` that is a
+    :class:`BackendConfig` (whose ``type`` defaults to ``name``, the entry point's name, when
+    it has a default), each method of :class:`Backend` callable with the protocol's arguments,
+    and a constructor that takes ``(config, context)``. What the backend *does* is checked by
+    :class:`tuner.testing.backend_contract.BackendContract`.
+
+    Args:
+        cls: what an entry point named.
+        name: the entry point's name, if it came from one.
+
+    Returns:
+        One sentence per problem, each saying what to change.
+    """
+    if not isinstance(cls, type):
+        return [f"it is {type(cls).__name__} {cls!r}, not a class"]
+    problems: list[str] = []
+    backend_name = getattr(cls, "name", None)
+    if backend_name is None:
+        problems.append("the class has no `name` (a class attribute: the name in its handles)")
+    elif not isinstance(backend_name, str) or not backend_name:
+        problems.append(f"`name` is {backend_name!r}; make it a non-empty string")
+    problems.extend(_config_problems(cls, name))
+    for member, signature in _protocol_methods().items():
+        problems.extend(_method_problems(cls, member, signature))
+    if inspect.isfunction(inspect.getattr_static(cls, "capacity", None)):
+        problems.append("`capacity` is a method; make it a property (add `@property`)")
+    try:
+        inspect.signature(cls).bind("config", "context")
+    except TypeError:
+        problems.append(
+            f"`{cls.__name__}(config, context)` cannot be called: its signature is "
+            f"{_signature_text(cls)}; take the backend's config and a BackendContext"
+        )
+    except ValueError:  # no signature to read (a C type): building it will tell
+        pass
+    return problems
+
+
+def _load(name: str) -> tuple[metadata.EntryPoint, type[Any]]:
     backends = available_backends()
     if name not in backends:
         known = ", ".join(sorted(backends)) or "none"
         raise UnknownBackendError(
             f"no backend is registered as {name!r}; available backends: {known}"
         )
-    loaded: type[Any] = backends[name].load()
-    return loaded
+    entry_point = backends[name]
+    try:
+        loaded = entry_point.load()
+    except Exception as exc:
+        problem = f"importing it failed with {type(exc).__name__}: {exc}"
+        raise BackendPluginError(_plugin_message(entry_point, [problem])) from exc
+    problems = backend_problems(loaded, entry_point.name)
+    if problems:
+        raise BackendPluginError(_plugin_message(entry_point, problems))
+    cls: type[Any] = loaded
+    return entry_point, cls
 
 
-def create_backend(config: BackendConfig, context: BackendContext) -> Backend:
-    """Builds the backend that ``config`` describes."""
-    backend: Backend = backend_class(config.type)(config, context)
-    return backend
+def _plugin_message(entry_point: metadata.EntryPoint, problems: list[str]) -> str:
+    return (
+        f"entry point `{entry_point.name} = {entry_point.value}` (group "
+        f"{entry_point.group or ENTRY_POINT_GROUP}): {'; '.join(problems)}. A backend keeps the "
+        "tuner.backend.Backend protocol; tuner.testing.backend_contract.BackendContract tests one"
+    )
+
+
+def _config_problems(cls: type[Any], name: str | None) -> list[str]:
+    config = getattr(cls, "Config", None)
+    if config is None:
+        return [
+            "the class has no `Config` (a tuner.backend.BackendConfig subclass: the model of "
+            "its `backend:` section)"
+        ]
+    if not (isinstance(config, type) and issubclass(config, BackendConfig)):
+        return [f"`Config` is {config!r}; make it a subclass of tuner.backend.BackendConfig"]
+    default = config.model_fields["type"].default
+    if name is not None and isinstance(default, str) and default != name:
+        return [
+            f"`Config.type` defaults to {default!r} but the entry point is named {name!r}; "
+            "the spec's `backend.type` picks the entry point, so they must be the same"
+        ]
+    return []
+
+
+def _protocol_methods() -> dict[str, inspect.Signature]:
+    """The methods :class:`Backend` declares, with their signatures."""
+    return {
+        member: inspect.signature(value)
+        for member, value in vars(Backend).items()
+        if not member.startswith("_") and inspect.isfunction(value)
+    }
+
+
+def _method_problems(cls: type[Any], member: str, wanted: inspect.Signature) -> list[str]:
+    arguments = [p for p in wanted.parameters if p != "self"]
+    call = f"{member}({', '.join(arguments)})"
+    method = inspect.getattr_static(cls, member, None)
+    if method is None:
+        return [f"the class has no `{call}`"]
+    if not callable(method):
+        return [f"`{member}` is {type(method).__name__}, not a method `{call}`"]
+    try:
+        inspect.signature(getattr(cls, member)).bind("self", *arguments)
+    except TypeError:
+        return [
+            f"`{member}` cannot be called as `{call}`: its signature is "
+            f"{_signature_text(getattr(cls, member))}"
+        ]
+    except ValueError:
+        pass
+    return []
+
+
+def _signature_text(target: Any) -> str:
+    try:
+        return str(inspect.signature(target))
+    except (TypeError, ValueError):
+        return "unknown"
+
+
+def _instance_problems(backend: Any) -> list[str]:
+    try:
+        capacity = backend.capacity
+    except AttributeError:
+        return ["the backend it built has no `capacity`"]
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        return [f"the backend it built has capacity {capacity!r}; make it an int of at least 1"]
+    return []

@@ -1,15 +1,22 @@
-"""Immutable snapshots that cross module boundaries, and the names of stored attributes."""
+"""Immutable snapshots that cross module boundaries, and a trial's stored form.
+
+How a trial is kept in the optuna store is written and read here only, side by side:
+:meth:`TrialRecord.from_optuna` reads what :func:`store_attempt`, :func:`store_outcome` and
+:func:`store_requeued` write.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
 
@@ -200,3 +207,55 @@ class Tally:
     @property
     def finished(self) -> int:
         return sum(n for s, n in self.counts.items() if s.is_finished())
+
+
+# --- writing a trial's outcome: what `TrialRecord.from_optuna` reads back --------------------
+
+LOG_TAIL_CHARS = 4000
+"""Characters of a trial's output kept in the study store (MLflow gets all of it)."""
+TRACEBACK_CHARS = 8000
+"""Characters of a traceback kept with a failed trial (its end, where the error is)."""
+
+
+def store_attempt(
+    trial: optuna.Trial, handle: str, attempt: int, retries: Sequence[str] = ()
+) -> None:
+    """Stores a trial's submission: its backend handle (JSON) and, on a retry, its attempts."""
+    trial.set_user_attr(Attr.HANDLE, handle)
+    if attempt > 0 or retries:
+        trial.set_user_attr(Attr.RETRIES, json.dumps(list(retries)))
+        trial.set_user_attr(Attr.ATTEMPTS, attempt + 1)
+
+
+def store_cost(trial: optuna.Trial, cost: float | None) -> None:
+    """Stores what a trial has cost so far (all its attempts), if it is known."""
+    if cost is not None:
+        trial.set_user_attr(Attr.COST, cost)
+
+
+def store_outcome(trial: optuna.Trial, record: TrialRecord) -> None:
+    """Stores a finished trial's outcome (before it is told): its metrics, error, traceback,
+    node, output tail, cost and the backend's details, as :meth:`TrialRecord.from_optuna`
+    reads them."""
+    store_cost(trial, record.cost)
+    if record.details:
+        trial.set_user_attr(Attr.DETAILS, json.dumps(dict(record.details)))
+    if record.error:
+        trial.set_user_attr(Attr.ERROR, record.error)
+    if record.traceback:
+        trial.set_user_attr(Attr.TRACEBACK, record.traceback[-TRACEBACK_CHARS:])
+    if record.node:
+        trial.set_user_attr(Attr.NODE, record.node)
+    if record.metrics:
+        trial.set_user_attr(Attr.METRICS, json.dumps(dict(record.metrics)))
+    if record.log:
+        trial.set_user_attr(Attr.LOG_TAIL, record.log[-LOG_TAIL_CHARS:])
+
+
+def store_requeued(storage: BaseStorage, trial_id: int) -> None:
+    """Ends an interrupted trial as CANCELLED (kept as a failed optuna trial marked cancelled;
+    its configuration is queued again as a new trial)."""
+    from optuna.trial import TrialState as OptunaState
+
+    storage.set_trial_user_attr(trial_id, Attr.CANCELLED, True)
+    storage.set_trial_state_values(trial_id, OptunaState.FAIL)

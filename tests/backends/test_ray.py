@@ -1,4 +1,5 @@
-"""The Ray backend on a real embedded cluster (shared by the session)."""
+"""The Ray backend on a real embedded cluster (shared by the session), beyond the contract that
+test_ray_contract.py checks: Ray's nodes, code shipping, command trials and worker deaths."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tuner.backends.ray import RayBackend, RayConfig
 from tuner.backend import (
     BackendContext,
     CommandEntry,
@@ -22,6 +22,7 @@ from tuner.backend import (
     TrialStatus,
     TrialUpdate,
 )
+from tuner.backends.ray import RayBackend, RayConfig
 
 pytestmark = pytest.mark.ray
 
@@ -96,15 +97,6 @@ def test_a_python_function_is_shipped_to_the_workers(backend: RayBackend) -> Non
     backend.submit(spec)
     (final,) = [u for u in collect(backend, {0}) if u.status.is_finished()]
     assert final.metrics == {"loss": 12.0}
-
-
-def test_a_cancelled_trial_stops_and_is_reported_cancelled(backend: RayBackend) -> None:
-    handle = backend.submit(trial(0, "examples.functions:sleepy", x=1.0, seconds=120))
-    backend.poll(1.0)
-    backend.cancel(handle)
-    backend.cancel(handle)  # idempotent
-    (final,) = [u for u in collect(backend, {0}) if u.status.is_finished()]
-    assert final.status is TrialStatus.CANCELLED
 
 
 def test_capacity_is_the_studys_concurrency(backend: RayBackend) -> None:

@@ -25,6 +25,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from fake_sagemaker import BUCKET, ROLE, FakeSageMaker, LocalTrainingJobs, Outcome
 
+from conftest import TESTS, run_tuner, start_tuner
+from tuner.backend import BackendContext, BackendError, TrialHandle
 from tuner.backends.sagemaker import (
     SageMakerBackend,
     _Job,
@@ -33,8 +35,6 @@ from tuner.backends.sagemaker import (
     pack_source,
     sagemaker_hyperparameters,
 )
-from conftest import TESTS, run_tuner, start_tuner
-from tuner.backend import BackendContext, BackendError, TrialHandle
 from tuner.records import Attr, StopReason, TrialState
 from tuner.spec import SpecError, load_spec_text
 from tuner.store import load_study, records
@@ -413,7 +413,7 @@ def test_a_quota_refusal_queues_the_trial_and_lowers_the_concurrency(
         return original_create(job)
 
     backend._create = create  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, logger="backends.sagemaker"):
+    with caplog.at_level(logging.WARNING, logger="tuner.backends.sagemaker"):
         summary = Study(spec, backend=backend, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 6
@@ -811,7 +811,7 @@ def test_a_failing_log_service_does_not_end_the_study(
     backend = _backend(spec)
     outage = _failing("ServiceUnavailableException", 503, 12)
     backend._logs.meta.events.register("before-send.cloudwatch-logs", outage)
-    with caplog.at_level(logging.WARNING, logger="backends.sagemaker"):
+    with caplog.at_level(logging.WARNING, logger="tuner.backends.sagemaker"):
         summary = Study(spec, backend=backend, tracker=None).run()
 
     assert outage.state["left"] == 0  # type: ignore[attr-defined]
@@ -922,7 +922,7 @@ def test_jobs_missing_from_listings_for_long_are_described(
 ) -> None:
     from datetime import timedelta
 
-    monkeypatch.setattr("backends.sagemaker.VISIBILITY_GRACE", timedelta(0))
+    monkeypatch.setattr("tuner.backends.sagemaker.backend.VISIBILITY_GRACE", timedelta(0))
     sagemaker.script = _quadratic
     spec = sm_spec(budget={"max_trials": 2, "max_concurrent": 2})
     backend = _backend(spec)

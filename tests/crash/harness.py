@@ -347,6 +347,10 @@ class CrashStudy:
             verdict.problems.append(
                 f"the last process did not end cleanly: {last.describe() if last else 'none'}"
             )
+        if not self.journal.exists():
+            verdict.problems.append(f"the study has no store ({self.journal} is missing)")
+            verdict.seconds = time.monotonic() - started
+            return verdict
         trials = self.store().get_trials(deepcopy=False)
         complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
         pruned = [t for t in trials if t.state == TrialState.PRUNED]
@@ -427,12 +431,13 @@ def failpoint_scenario(
     The run must really die at the point (a point never reached checks nothing)."""
     started = time.monotonic()
     crash = CrashStudy(folder, study.pop("name", "crash"), **study)
-    first = crash.first_run(failpoints)
+    crash.first_run(failpoints)
     crash.recover(then)
     kill_point = " then ".join([failpoints, *then])
     verdict = crash.verdict(scenario or failpoints, kill_point, started)
-    if not first.killed:
-        verdict.problems.append(f"the run was not killed at {failpoints}: {first.describe()}")
+    for process in crash.processes:
+        if process.failpoints and not process.killed:
+            verdict.problems.append(f"the point was never reached: {process.describe()}")
     return verdict
 
 

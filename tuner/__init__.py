@@ -24,9 +24,12 @@ from typing import TYPE_CHECKING, Any
 from tuner.report import report
 
 if TYPE_CHECKING:
+    from tuner.errors import ConflictError, InputError, SetupError, TunerError
+    from tuner.locks import StudyBusyError
     from tuner.records import StudySummary, TrialRecord, TrialState
     from tuner.space import Categorical, Float, Int, Space
     from tuner.spec import SpecError, StudySpec, load_spec
+    from tuner.store import StudyExistsError, StudyNotFoundError
     from tuner.study import Study
 
 __version__ = "0.1.0"
@@ -41,6 +44,13 @@ _LAZY = {
     "Categorical": "tuner.space",
     "Space": "tuner.space",
     "StudySummary": "tuner.records",
+    "TunerError": "tuner.errors",
+    "InputError": "tuner.errors",
+    "ConflictError": "tuner.errors",
+    "SetupError": "tuner.errors",
+    "StudyBusyError": "tuner.locks",
+    "StudyExistsError": "tuner.store",
+    "StudyNotFoundError": "tuner.store",
     "TrialRecord": "tuner.records",
     "TrialState": "tuner.records",
 }
@@ -64,15 +74,22 @@ def run(spec: StudySpec | str, *, resume: bool = False, **study_args: Any) -> St
 
 __all__ = [
     "Categorical",
+    "ConflictError",
     "Float",
+    "InputError",
     "Int",
+    "SetupError",
     "Space",
     "SpecError",
     "Study",
+    "StudyBusyError",
+    "StudyExistsError",
+    "StudyNotFoundError",
     "StudySpec",
     "StudySummary",
     "TrialRecord",
     "TrialState",
+    "TunerError",
     "load_spec",
     "report",
     "run",

@@ -23,13 +23,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from tuner.backend import FunctionEntry
+from tuner.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, TunerError
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
 from tuner.secrets import redact, redact_url
 from tuner.spec import SpecError, StudySpec, load_spec
-
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 console = Console()
 err = Console(stderr=True)
@@ -204,14 +201,13 @@ def run(
         _show_plan(spec)
         return
     if overwrite:
-        from tuner.locks import StudyBusyError
-        from tuner.store import StorageError, delete_study
+        from tuner.store import delete_study
 
         try:
             if delete_study(spec):
                 console.print(f"deleted the earlier trials of study [bold]{spec.name}[/]")
-        except (StudyBusyError, StorageError) as exc:
-            _fail(str(exc), EXIT_ERROR)
+        except TunerError as exc:
+            _fail(str(exc), exc.exit_code)
     _run_study(spec, resume=False)
 
 
@@ -291,16 +287,13 @@ def best(
 @app.command()
 def sync(study: StudyArg) -> None:
     """Make a study's MLflow runs equal its store: write what they miss, repair what differs."""
-    from tuner.locks import StudyBusyError
     from tuner.sync import sync_study
 
     spec = _find(study)
     try:
         report = sync_study(spec)
-    except ValueError as exc:
-        _fail(str(exc))
-    except StudyBusyError as exc:
-        _fail(str(exc), EXIT_ERROR)
+    except TunerError as exc:
+        _fail(str(exc), exc.exit_code)
     for repair in report.repairs:
         console.print(f"  repaired {repair}", highlight=False, soft_wrap=True)
     console.print(
@@ -373,9 +366,7 @@ def schema() -> None:
 
 
 def _run_study(spec: StudySpec, *, resume: bool) -> None:
-    from tuner.locks import StudyBusyError
     from tuner.progress import ProgressDisplay
-    from tuner.store import StorageError, StudyExistsError
     from tuner.study import Study
 
     display = ProgressDisplay(console)
@@ -386,12 +377,9 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         study.run(resume=resume)
-    except StudyExistsError as exc:
-        _fail(str(exc))
-    except StudyBusyError as exc:
-        _fail(str(exc), EXIT_ERROR)
-    except StorageError as exc:
-        _fail(str(exc), EXIT_ERROR)
+    except TunerError as exc:  # each says what to do; its class says how tuner exits
+        display.close()
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         display.close()
         err.print(
@@ -401,12 +389,6 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
         if study.summary is not None:
             _print_results(spec, study.summary, study.tracking_uri)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except Exception as exc:
-        from tuner.backend import BackendError, MissingExtraError
-
-        if isinstance(exc, BackendError | MissingExtraError | SpecError):
-            _fail(str(exc))
-        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)

@@ -1,7 +1,9 @@
 """Every error tuner raises on purpose, under one base class.
 
-The CLI maps each to an exit code (:data:`EXIT_CODES`), and the Python API raises them as they
-are, so a caller can catch ``tuner.TunerError`` and know the message says what to do.
+Each class carries the exit code the ``tuner`` command ends with (``exit_code``), and the Python
+API raises them as they are, so a caller can catch ``tuner.TunerError`` and know the message
+says what to do. The classes also derive from the built-in error a caller would expect
+(``SpecError`` is a ``ValueError``, ``MissingExtraError`` an ``ImportError``).
 """
 
 from __future__ import annotations

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 # The journal backend's lock interface (`lock_obj=`), only exported from its own module.
+from tuner.errors import ConflictError, SetupError
 from tuner.optuna_adapter import BaseJournalFileLock
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec
 
 
-class StudyBusyError(RuntimeError):
+class StudyBusyError(ConflictError):
     """Another live orchestrator is running the study."""
 
 
@@ -40,7 +41,7 @@ class StudyLockLostError(StudyBusyError):
     """Another orchestrator took the study over (this one's heartbeat lapsed)."""
 
 
-class StudyLockError(RuntimeError):
+class StudyLockError(SetupError):
     """The study's lock cannot be taken: its database cannot be reached or used."""
 
 

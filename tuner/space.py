@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuner.errors import InputError
+
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
@@ -210,7 +212,7 @@ def grid_values(param: Float | Int | Categorical) -> list[Any]:
     return param.grid()
 
 
-class SpaceError(ValueError):
+class SpaceError(InputError):
     """A space whose conditions cannot hold; ``param`` and ``field`` say where."""
 
     def __init__(self, param: str, field: str, message: str):

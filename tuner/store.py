@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.errors import InputError, TunerError
 from tuner.records import Attr, StudySummary, Tally, TrialRecord
 from tuner.spec import Direction, SpecError, StudySpec, load_spec
 from tuner.strategies.pruners import make_pruner
@@ -26,15 +27,15 @@ SPEC_FILE = "spec.yaml"
 JOURNAL_FILE = "journal.log"
 
 
-class StudyNotFoundError(LookupError):
+class StudyNotFoundError(InputError, LookupError):
     """No study matches what was asked for."""
 
 
-class StudyExistsError(RuntimeError):
+class StudyExistsError(InputError):
     """``tuner run`` on a study that already has trials."""
 
 
-class StorageError(RuntimeError):
+class StorageError(TunerError):
     """The study's storage cannot be opened; the message says what to check."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tuner.errors import InputError
 from tuner.records import Attr, TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -328,7 +329,7 @@ def sync_study(spec: StudySpec) -> SyncReport:
     (:func:`converge`, checking every run's intermediate values).
 
     Raises:
-        ValueError: if the spec has MLflow tracking turned off.
+        InputError: if the spec has MLflow tracking turned off.
         StudyBusyError: if an orchestrator is running the study (it keeps MLflow in step).
     """
     from tuner.events import StudyStart
@@ -338,7 +339,10 @@ def sync_study(spec: StudySpec) -> SyncReport:
 
     config = spec.tracking.mlflow
     if config is None:
-        raise ValueError(f"study `{spec.name}` has MLflow tracking turned off (tracking.mlflow)")
+        raise InputError(
+            f"study `{spec.name}` has MLflow tracking turned off (`tracking.mlflow: null`); "
+            "there is nothing to sync"
+        )
     with orchestrator_lock(location(spec).orchestrator, spec.name):
         study = load_study(spec)
         folder = location(spec).root

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 from pydantic import BaseModel, ValidationError
 
 from tuner.backend import BackendConfig, backend_class
+from tuner.errors import InputError
 from tuner.hints import closest as _closest
 from tuner.secrets import MASK, is_secret_name
 from tuner.spec.sections import _CUSTOM_KINDS
@@ -38,7 +39,7 @@ class SpecIssue:
         return f"{where}: {self.field or '(spec)'}: {message}"
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A spec that cannot be used; ``issues`` lists every problem found."""
 
     def __init__(self, issues: list[SpecIssue]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from tuner import failpoints
 from tuner.backend import Backend, ErrorKind, TrialHandle, TrialSpec, TrialStatus, TrialUpdate
 from tuner.budget import HARD_STOPS, Usage, stop_reason
 from tuner.events import Listeners, StudyStart
-from tuner.optuna_adapter import live_trial, storage_of, trial_id
+from tuner.optuna_adapter import trial_id
 from tuner.records import (
     Attr,
     StopReason,
@@ -30,9 +30,9 @@ from tuner.records import (
     store_attempt,
     store_cost,
     store_outcome,
-    store_requeued,
 )
 from tuner.spec import Direction, StudySpec
+from tuner.takeover import RunningTrial, requeue, take_over
 from tuner.trial_runner import objective_problem
 
 if TYPE_CHECKING:
@@ -45,32 +45,6 @@ _log = logging.getLogger("tuner")
 
 MAX_POLL_FAILURES = 5
 """Polls in a row that may fail (about a minute of backoff) before the study gives up."""
-
-
-@dataclass
-class _Running:
-    """A trial on its backend, as the loop follows it."""
-
-    trial: optuna.Trial
-    record: TrialRecord
-    handle: TrialHandle
-    started_at: float
-    env: dict[str, str] = field(default_factory=dict)
-    attempt: int = 0
-    retries: list[str] = field(default_factory=list)
-    last_step: int = -1
-    """The objective's last step in the store; a retry's earlier steps are not told again."""
-    spent: float | None = None
-    """USD of the trial's earlier attempts, when the backend knows costs."""
-    cost: float | None = None
-    """USD of its current attempt so far (the backend's estimate)."""
-
-    def total_cost(self, final: float | None = None) -> float | None:
-        """Earlier attempts plus ``final`` (or the current estimate), if any is known."""
-        now = final if final is not None else self.cost
-        if self.spent is None and now is None:
-            return None
-        return (self.spent or 0.0) + (now or 0.0)
 
 
 @dataclass(frozen=True)
@@ -96,7 +70,7 @@ class Loop:
     ):
         self.spec, self.study, self.sampler, self.backend = spec, study, sampler, backend
         self.events, self.clock, self.lock = events, clock, lock
-        self.running: dict[int, _Running] = {}
+        self.running: dict[int, RunningTrial] = {}
         self.tally = Tally(maximize=spec.objective.direction is Direction.MAXIMIZE)
         self.failures = self.poll_failures = 0
         self.stop_reason: StopReason | None = None
@@ -110,73 +84,33 @@ class Loop:
             [dict(r.record.params) for r in self.running.values()] + [*self.queued]
         )
 
-    # --- start: count what is there, pick up what an earlier run left ---------------------
+    # --- start: take over what an earlier run left --------------------------------------
 
     def start(self, *, seed: int, resumed: bool) -> None:
         """Takes over what the store holds, then tells the listeners the study starts."""
-        from optuna.trial import TrialState as OptunaState
-
-        known: list[TrialRecord] = []
-        interrupted: list[TrialRecord] = []
-        attrs = self.study.user_attrs
-        for frozen in self.study.get_trials(deepcopy=False):
-            record = TrialRecord.from_optuna(frozen, attrs)
-            if frozen.state == OptunaState.WAITING:
-                self.queued.append(dict(frozen.system_attrs.get("fixed_params", {})))
-            elif frozen.state == OptunaState.RUNNING:
-                if not self._follow(frozen, record):
-                    interrupted.append(replace(record, state=TrialState.CANCELLED))
-                    known.append(interrupted[-1])
-            else:
-                if record.state.is_finished():
-                    self.tally.add(record)
-                    self.failures += record.state is TrialState.FAILED
-                else:
-                    self.tally.spend(record.cost)  # interrupted attempts cost money too
-                known.append(record)
+        left = take_over(self.study, self.backend, self.spec.backend.type, self.clock.now())
+        self.running, self.queued = left.running, left.queued
+        for record in left.finished:  # interrupted attempts are not counted, but cost money
+            self.tally.add(record) if record.state.is_finished() else self.tally.spend(record.cost)
+        self.failures = self.tally.counts[TrialState.FAILED]
         self.events.study_started(
             StudyStart(
                 spec=self.spec,
                 engine=self.sampler.engine,
                 seed=seed,
                 resumed=resumed,
-                trials=tuple(known),
-                mlflow_parent_run_id=attrs.get(Attr.MLFLOW_PARENT_RUN_ID),
+                trials=(*left.finished, *left.interrupted),
+                mlflow_parent_run_id=self.study.user_attrs.get(Attr.MLFLOW_PARENT_RUN_ID),
                 backend=self.spec.backend.type,
             )
         )
-        for record in interrupted:  # their runs, left open by a killed orchestrator, close
+        for record in left.interrupted:  # their runs, left open by a killed orchestrator, close
             self.events.trial_finished(record)
         failpoints.hit("study.started")
 
-    def _follow(self, frozen: optuna.trial.FrozenTrial, record: TrialRecord) -> bool:
-        """Follows a trial an earlier run left running if the backend can; else queues its
-        configuration again. Returns whether it is followed."""
-        attempt = int(frozen.user_attrs.get(Attr.ATTEMPTS, 1)) - 1
-        stored = frozen.user_attrs.get(Attr.HANDLE)
-        # Killed between submitting and storing the handle: the backend may still find the
-        # trial by its number and attempt (SageMaker job names are made of them).
-        handle = (
-            TrialHandle.from_json(stored)
-            if stored
-            else TrialHandle(self.spec.backend.type, frozen.number, {"attempt": attempt})
-        )
-        if self.backend.reattach(handle):
-            trial = live_trial(self.study, frozen)
-            running = _Running(trial, record, handle, self.clock.now(), attempt=attempt)
-            running.spent = record.cost
-            running.last_step = max(frozen.intermediate_values, default=-1)
-            self.running[frozen.number] = running
-            _log.info("trial %d is still running; following it", frozen.number)
-            return True
-        _log.info("trial %d was interrupted; queueing it again", frozen.number)
-        self._requeue(trial_id(frozen), dict(frozen.params))
-        return False
-
     def _requeue(self, stored_id: int, params: dict[str, Any]) -> None:
-        store_requeued(storage_of(self.study), stored_id)
+        requeue(self.study, stored_id, params)
         if params:
-            self.study.enqueue_trial(params, skip_if_exists=False)
             self.queued.append(params)
 
     # --- the loop ------------------------------------------------------------------------
@@ -262,10 +196,11 @@ class Loop:
         record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
         env = {"TUNER_STUDY": self.spec.name, "TUNER_TRIAL": str(trial.number)}
         env |= {**self.spec.trial.env, **self.events.trial_environment(trial.number)}
-        running = _Running(trial, record, TrialHandle(self.spec.backend.type, trial.number), 0, env)
+        handle = TrialHandle(self.spec.backend.type, trial.number)
+        running = RunningTrial(trial, record, handle, 0, env)
         self._submit(running)
 
-    def _submit(self, running: _Running) -> None:
+    def _submit(self, running: RunningTrial) -> None:
         """Submits the trial's current attempt; a refusal fails the trial with the reason."""
         number, attempt = running.trial.number, running.attempt
         try:
@@ -286,7 +221,7 @@ class Loop:
             self.events.trial_started(running.record)
             failpoints.hit("trial.submitted")
 
-    def _retry(self, running: _Running, update: TrialUpdate) -> bool:
+    def _retry(self, running: RunningTrial, update: TrialUpdate) -> bool:
         """Submits a failed trial again if its failure allows it; says whether it did (or
         failed the trial with the error of a resubmission that did not go through)."""
         config = self.spec.trial
@@ -323,7 +258,7 @@ class Loop:
             elif not self._retry(running, update):
                 self._fail(running, update.error or "failed", update)
 
-    def _intermediate(self, running: _Running, update: TrialUpdate) -> None:
+    def _intermediate(self, running: RunningTrial, update: TrialUpdate) -> None:
         running.cost = update.cost if update.cost is not None else running.cost
         if not update.metrics or update.step is None:
             return
@@ -345,7 +280,7 @@ class Loop:
             metrics = {self.spec.objective.metric: value}
             self._conclude(running, TrialState.PRUNED, value=value, metrics=metrics)
 
-    def _complete(self, running: _Running, update: TrialUpdate) -> None:
+    def _complete(self, running: RunningTrial, update: TrialUpdate) -> None:
         metrics = dict(update.metrics)
         problem = objective_problem(metrics, self.spec.objective.metric)
         if problem is not None:
@@ -354,7 +289,7 @@ class Loop:
         value = metrics[self.spec.objective.metric]
         self._conclude(running, TrialState.COMPLETE, update, value=value, metrics=metrics)
 
-    def _fail(self, running: _Running, error: str, update: TrialUpdate | None = None) -> None:
+    def _fail(self, running: RunningTrial, error: str, update: TrialUpdate | None = None) -> None:
         self.failures += 1
         _log.info("trial %d failed: %s", running.trial.number, error)
         metrics = dict(update.metrics) if update is not None else {}
@@ -362,7 +297,7 @@ class Loop:
 
     def _conclude(
         self,
-        running: _Running,
+        running: RunningTrial,
         state: TrialState,
         update: TrialUpdate | None = None,
         **outcome: Any,
@@ -393,7 +328,7 @@ class Loop:
         self.events.trial_finished(record)
         self.events.study_progress(self.summary())
 
-    def _stop(self, running: _Running) -> None:
+    def _stop(self, running: RunningTrial) -> None:
         """Cancels a trial on its backend; it is no longer followed."""
         self.running.pop(running.trial.number, None)
         try:
@@ -403,17 +338,15 @@ class Loop:
 
     def summary(self) -> StudySummary:
         """Where the study stands now."""
-        counts = {**self.tally.counts, TrialState.RUNNING: len(self.running)}
-        return StudySummary(
-            name=self.spec.name,
-            metric=self.spec.objective.metric,
-            direction=self.spec.objective.direction.value,
-            counts=counts,
-            best=self.tally.best,
-            stop_reason=self.stop_reason,
-            message=self.message,
-            cost=self.tally.cost,
-            totals=dict(self.tally.totals),
+        spec, reason, message = self.spec, self.stop_reason, self.message
+        objective = spec.objective
+        return self.tally.summary(
+            spec.name,
+            objective.metric,
+            objective.direction.value,
+            running=len(self.running),
+            stop_reason=reason,
+            message=message,
         )
 
     # --- the end: cancel what runs, queue it again, tell everyone -------------------------
@@ -436,7 +369,7 @@ class Loop:
         return summary
 
 
-def _trial_spec(spec: StudySpec, running: _Running) -> TrialSpec:
+def _trial_spec(spec: StudySpec, running: RunningTrial) -> TrialSpec:
     """What the backend gets to run the trial's current attempt."""
     return TrialSpec(
         study=spec.name,

@@ -199,6 +199,29 @@ class Tally:
             return True
         return False
 
+    def summary(
+        self,
+        name: str,
+        metric: str,
+        direction: str,
+        *,
+        running: int = 0,
+        stop_reason: StopReason | None = None,
+        message: str | None = None,
+    ) -> StudySummary:
+        """The study's summary from these counts (``running`` trials on their backends now)."""
+        return StudySummary(
+            name=name,
+            metric=metric,
+            direction=direction,
+            counts={**self.counts, TrialState.RUNNING: running},
+            best=self.best,
+            stop_reason=stop_reason,
+            message=message,
+            cost=self.cost,
+            totals=dict(self.totals),
+        )
+
     def spend(self, cost: float | None) -> None:
         """Adds what a trial cost, counted or not (a cancelled one is queued again)."""
         if cost is not None:

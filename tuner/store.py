@@ -182,15 +182,7 @@ def summarise(spec: StudySpec, trials: Iterable[TrialRecord]) -> StudySummary:
     tally = Tally(maximize=spec.objective.direction is Direction.MAXIMIZE)
     for record in trials:
         tally.add(record)
-    return StudySummary(
-        name=spec.name,
-        metric=spec.objective.metric,
-        direction=spec.objective.direction.value,
-        counts=tally.counts,
-        best=tally.best,
-        cost=tally.cost,
-        totals=dict(tally.totals),
-    )
+    return tally.summary(spec.name, spec.objective.metric, spec.objective.direction.value)
 
 
 def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tuner.backend import Backend, BackendContext, create_backend
+from tuner.backend import Backend, BackendContext
 from tuner.events import Listeners, StudyListener
 from tuner.loop import Clock, Loop
 from tuner.optuna_adapter import reload
+from tuner.plugins import create_backend
 from tuner.records import Attr, StopReason, StudySummary
 from tuner.spec import StudySpec
 from tuner.store import (

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from inprocess import InProcessConfig
-from tuner.backend import FunctionEntry, create_backend
+from tuner.backend import FunctionEntry
+from tuner.plugins import create_backend
 from tuner.testing.backend_contract import BackendContract, ContractTrial, MakeBackend
 
 ROOT = str(Path(__file__).resolve().parents[2])

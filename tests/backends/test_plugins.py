@@ -20,11 +20,9 @@ from tuner.backend import (
     BackendPluginError,
     MissingExtraError,
     UnknownBackendError,
-    available_backends,
-    backend_class,
-    create_backend,
 )
 from tuner.errors import InputError, SetupError, TunerError
+from tuner.plugins import available_backends, backend_class, create_backend
 
 GOOD = """
 from typing import ClassVar, Literal

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tuner.backend import Backend, FunctionEntry, TrialHandle, create_backend
+from tuner.backend import Backend, FunctionEntry, TrialHandle
 from tuner.backends.ray import RayConfig
+from tuner.plugins import create_backend
 from tuner.testing.backend_contract import (
     BackendContract,
     ContractTrial,

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 import pytest
 from fake_sagemaker import BUCKET, ROLE, FakeSageMaker, Outcome
 
-from tuner.backend import CommandEntry, MetricDefinition, create_backend
+from tuner.backend import CommandEntry, MetricDefinition
 from tuner.backends.sagemaker import SageMakerConfig
+from tuner.plugins import create_backend
 from tuner.testing.backend_contract import (
     BackendContract,
     ContractTrial,

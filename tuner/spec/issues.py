@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from pydantic import BaseModel, ValidationError
 
-from tuner.backend import BackendConfig, backend_class
+from tuner.backend import BackendConfig
 from tuner.errors import InputError
 from tuner.hints import closest as _closest
+from tuner.plugins import backend_class
 from tuner.secrets import MASK, is_secret_name
 from tuner.spec.sections import _CUSTOM_KINDS
 

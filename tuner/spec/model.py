@@ -18,13 +18,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from tuner.backend import (
-    BackendConfig,
-    FunctionEntry,
-    UnknownBackendError,
-    available_backends,
-    backend_class,
-)
+from tuner.backend import BackendConfig, FunctionEntry, UnknownBackendError
+from tuner.plugins import available_backends, backend_class
 from tuner.secrets import redact_spec
 from tuner.space import Float, Param, Space, SpaceError
 from tuner.spec.sections import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.backend import available_backends, backend_class
+from tuner.plugins import available_backends, backend_class
 from tuner.spec.model import StudySpec
 
 

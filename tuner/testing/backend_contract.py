@@ -12,7 +12,8 @@ runs). Every wait is bounded by :attr:`BackendContract.deadline`, and no test as
 anything took, so the suite is as fast as the backend and never hangs on a broken one::
 
     import pytest
-    from tuner.backend import FunctionEntry, create_backend
+    from tuner.backend import FunctionEntry
+    from tuner.plugins import create_backend
     from tuner.testing.backend_contract import BackendContract, ContractTrial
 
     from my_package.slurm import SlurmConfig
@@ -53,8 +54,8 @@ from tuner.backend import (
     TrialSpec,
     TrialStatus,
     TrialUpdate,
-    backend_problems,
 )
+from tuner.plugins import backend_problems
 
 try:
     import pytest

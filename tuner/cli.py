@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tuner.backend import FunctionEntry
+from tuner import views
 from tuner.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, TunerError
-from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
-from tuner.secrets import redact, redact_url
+from tuner.records import StopReason, TrialState
+from tuner.secrets import redact
 from tuner.spec import SpecError, StudySpec, load_spec
 
 console = Console()
@@ -198,7 +198,7 @@ def run(
     """Run a study from its spec."""
     spec = _with_budget(_load(spec_path), max_trials=max_trials, max_concurrent=max_concurrent)
     if dry_run:
-        _show_plan(spec)
+        views.print_plan(console, spec)
         return
     if overwrite:
         from tuner.store import delete_study
@@ -239,13 +239,13 @@ def status(study: StudyArg) -> None:
     spec = _find(study)
     trials = records(_load_study(spec))
     summary = summarise(spec, trials)
-    _print_counts(summary)
+    views.print_counts(console, summary)
     environment = {**dict(getattr(spec.backend, "environment", None) or {}), **spec.trial.env}
     if environment:
         shown = ", ".join(f"{k}={v}" for k, v in redact(environment).items())
         console.print(f"trial environment: {shown}", markup=False, highlight=False, soft_wrap=True)
     if summary.best is not None:
-        console.print(_trials_table(spec, [summary.best], title="Best trial"))
+        console.print(views.trials_table(spec, [summary.best], title="Best trial"))
     failed = [t for t in trials if t.state is TrialState.FAILED][-5:]
     if failed:
         table = Table(title="Recent failures")
@@ -281,7 +281,7 @@ def best(
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    console.print(_trials_table(spec, [record], title=f"Best trial of {spec.name}"))
+    console.print(views.trials_table(spec, [record], title=f"Best trial of {spec.name}"))
 
 
 @app.command()
@@ -387,101 +387,19 @@ def _run_study(spec: StudySpec, *, resume: bool) -> None:
             f"continue with `tuner resume {spec.name}`"
         )
         if study.summary is not None:
-            _print_results(spec, study.summary, study.tracking_uri)
+            views.print_results(console, spec, study.summary, study.tracking_uri)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
     assert study.summary is not None
-    _print_results(spec, study.summary, study.tracking_uri)
+    views.print_results(console, spec, study.summary, study.tracking_uri)
     if study.summary.stop_reason is StopReason.MAX_FAILURES:
         _fail(study.summary.message or "too many trials failed", EXIT_ERROR)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _print_results(spec: StudySpec, summary: StudySummary, tracking_uri: str | None) -> None:
-    from tuner.store import load_study, location, records
-
-    _print_counts(summary)
-    trials = [t for t in records(load_study(spec)) if t.state is TrialState.COMPLETE]
-    maximize = spec.objective.direction.value == "maximize"
-    trials.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
-    if trials:
-        console.print(_trials_table(spec, trials[:5], title=f"Best trials of {spec.name}"))
-    where = redact_url(spec.storage.url) if spec.storage.url else location(spec).root
-    console.print(f"Study state: {where}   (tuner status {spec.name} · tuner best {spec.name})")
-    if tracking_uri:
-        console.print(
-            f"Compare the runs in MLflow:  [bold]mlflow ui --backend-store-uri {tracking_uri}[/]",
-            soft_wrap=True,
-        )
-
-
-def _print_counts(summary: StudySummary) -> None:
-    counts = ", ".join(f"{n} {state.value.lower()}" for state, n in summary.counts.items() if n)
-    reason = f" — stopped: {summary.stop_reason.value}" if summary.stop_reason else ""
-    cost = ""
-    if summary.cost is not None:
-        cost = f" — cost ${summary.cost:,.2f}"
-        saved = summary.totals.get("sagemaker.spot_savings_usd")
-        if saved:
-            cost += f" (spot saved ${saved:,.2f})"
-    console.print(
-        f"[bold]{summary.name}[/]: {counts or 'no trials'}{cost}{reason}", highlight=False
-    )
-
-
-def _trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> Table:
-    names = list(spec.space)
-    table = Table(title=title)
-    table.add_column("trial", justify="right")
-    table.add_column(spec.objective.metric, justify="right", style="bold")
-    for name in names:
-        table.add_column(name, justify="right")
-    table.add_column("seconds", justify="right")
-    for record in trials:
-        table.add_row(
-            str(record.number),
-            f"{record.value:.6g}" if record.value is not None else "-",
-            *(_fmt(record.params.get(n, "")) for n in names),
-            f"{record.duration:.1f}" if record.duration is not None else "-",
-        )
-    return table
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _show_plan(spec: StudySpec) -> None:
-    import optuna
-
-    from tuner.store import location
-    from tuner.strategies import make_sampler
-
-    seed = spec.strategy.seed if spec.strategy.seed is not None else 0
-    sampler = make_sampler(spec.strategy, spec.search_space, seed)
-    console.print(f"[bold]{spec.name}[/]: {spec.objective.direction.value} {spec.objective.metric}")
-    console.print(f"strategy: {spec.strategy.type} (engine: {sampler.engine})")
-    console.print(f"budget: {spec.budget.model_dump(exclude_none=True)}")
-    entry = spec.trial.entry
-    what = entry.ref if isinstance(entry, FunctionEntry) else " ".join(entry.argv)
-    console.print(f"trial: {what} on backend {spec.backend.type}")
-    state = redact_url(spec.storage.url) if spec.storage.url else location(spec).journal
-    console.print(f"state: {state}", markup=False)
-    preview = optuna.create_study(sampler=sampler, direction=spec.objective.direction.value)
-    table = Table(title="First configurations")
-    for name in spec.space:
-        table.add_column(name, justify="right")
-    for _ in range(min(5, spec.budget.max_trials or 5)):
-        trial = preview.ask()
-        params = spec.search_space.suggest(trial)
-        table.add_row(*(_fmt(params.get(n, "")) for n in spec.space))
-    console.print(table)
-    console.print("[green]dry run[/]: nothing was started")
 
 
 def main() -> None:

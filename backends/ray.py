@@ -37,7 +37,7 @@ from tuner.backend import (
     TrialStatus,
     TrialUpdate,
 )
-from tuner.trial_runner import TrialResult, run_trial
+from tuner.trial_runner import AttemptResult, run_trial
 
 _log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _execute(
     env: dict[str, str],
     grace: float,
     sink: Any,
-) -> tuple[TrialResult, str, bool]:
+) -> tuple[AttemptResult, str, bool]:
     """Runs on a Ray worker: the trial, then a wait for its last report to be delivered.
 
     Returns the result, the node, and whether the trial reported anything (only then does the

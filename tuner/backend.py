@@ -36,7 +36,12 @@ _log = logging.getLogger(__name__)
 
 
 class TrialStatus(enum.Enum):
-    """Where a trial stands on its backend."""
+    """What a backend says about one attempt of a trial.
+
+    Not the trial's state in the study: a FAILED attempt may be retried, and the loop decides.
+    :mod:`tuner.records` maps the study's :class:`~tuner.records.TrialState` to optuna's and
+    MLflow's.
+    """
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"

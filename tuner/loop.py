@@ -27,6 +27,7 @@ from tuner.records import (
     Tally,
     TrialRecord,
     TrialState,
+    optuna_state,
     store_attempt,
     store_cost,
     store_outcome,
@@ -303,8 +304,6 @@ class Loop:
         **outcome: Any,
     ) -> None:
         """Stores a finished trial's outcome, tells optuna, then the listeners."""
-        from optuna.trial import TrialState as OptunaState
-
         if update is not None:
             outcome |= {"node": update.node, "log": update.log, "details": dict(update.details)}
             if state is TrialState.FAILED:
@@ -322,8 +321,7 @@ class Loop:
             self.study.tell(running.trial, record.value)
             failpoints.hit("trial.told")
         else:
-            told = OptunaState.PRUNED if state is TrialState.PRUNED else OptunaState.FAIL
-            self.study.tell(running.trial, state=told)
+            self.study.tell(running.trial, state=optuna_state(state))
         self.tally.add(record)
         self.events.trial_finished(record)
         self.events.study_progress(self.summary())

@@ -63,6 +63,37 @@ class TrialState(enum.Enum):
         return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 
 
+# One trial, three vocabularies, mapped here and nowhere else:
+# - a backend reports each *attempt* as a `tuner.backend.TrialStatus` (COMPLETED, FAILED, ...);
+#   the loop decides the trial's `TrialState` from it (a FAILED attempt may be retried);
+# - optuna stores the trial in its own states: CANCELLED is a FAIL marked `tuner.cancelled`;
+# - MLflow shows it as a run status, with `tuner.state` as the exact state.
+MLFLOW_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "FINISHED",
+    TrialState.FAILED: "FAILED",
+    TrialState.CANCELLED: "KILLED",
+    TrialState.RUNNING: "RUNNING",
+}
+"""The MLflow run status of a trial in each state."""
+
+
+def state_from_optuna(state: optuna.trial.TrialState, *, cancelled: bool = False) -> TrialState:
+    """The trial's state from optuna's (and the ``tuner.cancelled`` mark)."""
+    if cancelled:
+        return TrialState.CANCELLED
+    return TrialState[{"FAIL": "FAILED"}.get(state.name, state.name)]
+
+
+def optuna_state(state: TrialState) -> optuna.trial.TrialState:
+    """The optuna state a trial in ``state`` is stored with."""
+    from optuna.trial import TrialState as OptunaState
+
+    if state in (TrialState.FAILED, TrialState.CANCELLED):
+        return OptunaState.FAIL
+    return OptunaState[state.name]
+
+
 class StopReason(enum.Enum):
     """Why a study stopped launching trials."""
 
@@ -114,19 +145,8 @@ class TrialRecord:
             trial: the stored trial.
             study_attrs: the study's user attributes, where MLflow run ids are kept.
         """
-        from optuna.trial import TrialState as OptunaState
-
         attrs = trial.user_attrs
-        if attrs.get(Attr.CANCELLED):
-            state = TrialState.CANCELLED
-        else:
-            state = {
-                OptunaState.WAITING: TrialState.WAITING,
-                OptunaState.RUNNING: TrialState.RUNNING,
-                OptunaState.COMPLETE: TrialState.COMPLETE,
-                OptunaState.PRUNED: TrialState.PRUNED,
-                OptunaState.FAIL: TrialState.FAILED,
-            }[trial.state]
+        state = state_from_optuna(trial.state, cancelled=bool(attrs.get(Attr.CANCELLED)))
         metrics = attrs.get(Attr.METRICS) or {}
         details = attrs.get(Attr.DETAILS) or {}
         cost = attrs.get(Attr.COST)
@@ -278,7 +298,5 @@ def store_outcome(trial: optuna.Trial, record: TrialRecord) -> None:
 def store_requeued(storage: BaseStorage, trial_id: int) -> None:
     """Ends an interrupted trial as CANCELLED (kept as a failed optuna trial marked cancelled;
     its configuration is queued again as a new trial)."""
-    from optuna.trial import TrialState as OptunaState
-
     storage.set_trial_user_attr(trial_id, Attr.CANCELLED, True)
-    storage.set_trial_state_values(trial_id, OptunaState.FAIL)
+    storage.set_trial_state_values(trial_id, optuna_state(TrialState.CANCELLED))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import InputError
-from tuner.records import Attr, TrialRecord, TrialState
+from tuner.records import MLFLOW_STATUS, Attr, TrialRecord, TrialState
 
 if TYPE_CHECKING:
     import optuna
@@ -34,14 +34,6 @@ _log = logging.getLogger(__name__)
 
 POOL_STATE = "POOL"
 """``tuner.state`` of a child run created ahead of need and not yet taken by a trial."""
-RUN_STATUS = {
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "FINISHED",
-    TrialState.FAILED: "FAILED",
-    TrialState.CANCELLED: "KILLED",
-    TrialState.RUNNING: "RUNNING",
-}
-"""The MLflow run status of a trial in each state."""
 _PAGE = 1000
 
 
@@ -209,7 +201,7 @@ def _create(mirror: Mirror, record: TrialRecord, steps: Mapping[int, float], obj
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
     _log_missing(mirror, run_id, record, steps, objective, have_steps=set(), have={})
     if record.state is not TrialState.RUNNING:
-        client.set_terminated(run_id, RUN_STATUS[record.state], _end(record))
+        client.set_terminated(run_id, MLFLOW_STATUS[record.state], _end(record))
     return run_id
 
 
@@ -242,15 +234,15 @@ def _repair(
         done.append(f"params {', '.join(wrong)} differ from the store and cannot be changed")
     have = run.data.metrics
     missing = {k: v for k, v in _final_metrics(record).items() if not _same(have.get(k), v)}
-    if missing or done or deep or run.info.status != RUN_STATUS[record.state]:
+    if missing or done or deep or run.info.status != MLFLOW_STATUS[record.state]:
         history = client.get_metric_history(run_id, objective) if steps else []
         have_steps = {m.step for m in history}
         logged = _log_missing(mirror, run_id, record, steps, objective, have_steps, have)
         if logged:
             done.append(logged)
-    if run.info.status != RUN_STATUS[record.state] and record.state is not TrialState.RUNNING:
-        client.set_terminated(run_id, RUN_STATUS[record.state], _end(record))
-        done.append(f"was {run.info.status}, closed it as {RUN_STATUS[record.state]}")
+    if run.info.status != MLFLOW_STATUS[record.state] and record.state is not TrialState.RUNNING:
+        client.set_terminated(run_id, MLFLOW_STATUS[record.state], _end(record))
+        done.append(f"was {run.info.status}, closed it as {MLFLOW_STATUS[record.state]}")
     return done
 
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from tuner import failpoints
 from tuner.events import Listener, StudyStart
 from tuner.mlflow_writes import MlflowWrites, _State
-from tuner.records import StopReason, StudySummary, TrialRecord
-from tuner.sync import RUN_STATUS, Repair
+from tuner.records import MLFLOW_STATUS, StopReason, StudySummary, TrialRecord
+from tuner.sync import Repair
 from tuner.writer import Op, OrderedWriter, load_ops, save_ops
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ class MlflowTracker(MlflowWrites, Listener):
                     "tags": tags,
                     "traceback": record.traceback,
                     "log": record.log,
-                    "status": RUN_STATUS.get(record.state, "FINISHED"),
+                    "status": MLFLOW_STATUS.get(record.state, "FINISHED"),
                     "end": end,
                 },
             )

@@ -49,8 +49,12 @@ _DIE_WITH_PARENT = (
 
 
 @dataclass(frozen=True)
-class TrialResult:
-    """The outcome of running a trial once."""
+class AttemptResult:
+    """What running a trial's code once produced, where it ran (one attempt).
+
+    A backend turns it into the :class:`~tuner.backend.TrialUpdate` it reports; the loop turns
+    updates into the study's :class:`~tuner.records.TrialRecord`.
+    """
 
     status: TrialStatus
     metrics: Mapping[str, float] = field(default_factory=dict)
@@ -101,7 +105,7 @@ def run_trial(
     env: Mapping[str, str] | None = None,
     capture: bool = False,
     grace: float = 10.0,
-) -> TrialResult:
+) -> AttemptResult:
     """Runs a function or command trial; see :func:`run_function` and :func:`run_command`."""
     if isinstance(entry, CommandEntry):
         return run_command(entry, params, reporter, env=env, grace=grace)
@@ -116,7 +120,7 @@ def run_function(
     *,
     env: Mapping[str, str] | None = None,
     capture: bool = False,
-) -> TrialResult:
+) -> AttemptResult:
     """Calls the trial function; errors become a ``FAILED`` result, never an exception.
 
     Args:
@@ -140,7 +144,7 @@ def run_function(
             returned = function(dict(params))
     except Exception as exc:
         tb = traceback.format_exc()
-        return TrialResult(
+        return AttemptResult(
             TrialStatus.FAILED,
             error=f"{type(exc).__name__}: {exc}",
             traceback=tb[-TRACEBACK_LIMIT:],
@@ -149,7 +153,7 @@ def run_function(
     result = result_from_return(returned, objective)
     if log is None:
         return result
-    return TrialResult(result.status, result.metrics, result.error, result.traceback, log.text())
+    return AttemptResult(result.status, result.metrics, result.error, result.traceback, log.text())
 
 
 def hyperparameter_string(value: Any) -> str:
@@ -173,7 +177,7 @@ def run_command(
     *,
     env: Mapping[str, str] | None = None,
     grace: float = 10.0,
-) -> TrialResult:
+) -> AttemptResult:
     """Runs the trial's program (no shell) and reads its metrics from its output.
 
     The hyperparameters are passed as ``--name value`` arguments and in a JSON file whose path
@@ -195,7 +199,7 @@ def run_command(
     workdir = entry.workdir if entry.workdir and os.path.isdir(entry.workdir) else None
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
     if program is None or not os.access(os.path.join(workdir or "", program), os.X_OK):
-        return TrialResult(
+        return AttemptResult(
             TrialStatus.FAILED,
             error=f"cannot run {entry.argv[0]!r}: not an executable program on the PATH "
             "or relative to the trial's workdir",
@@ -227,7 +231,7 @@ def run_command(
                 bufsize=1,
             )
         except OSError as exc:
-            return TrialResult(TrialStatus.FAILED, error=f"cannot start {entry.argv[0]!r}: {exc}")
+            return AttemptResult(TrialStatus.FAILED, error=f"cannot start {entry.argv[0]!r}: {exc}")
         try:
             for line in _lines(process):
                 log.write(line)
@@ -239,14 +243,14 @@ def run_command(
     output = log.text()
     if code != 0:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return TrialResult(
+        return AttemptResult(
             TrialStatus.FAILED,
             parser.last,
             error=f"command {how}",
             traceback=output[-TRACEBACK_LIMIT:],
             log=output,
         )
-    return TrialResult(TrialStatus.COMPLETED, parser.last, log=output)
+    return AttemptResult(TrialStatus.COMPLETED, parser.last, log=output)
 
 
 def _lines(process: subprocess.Popen[str]) -> Iterator[str]:
@@ -319,7 +323,7 @@ class MetricParser:
         return found
 
 
-def result_from_return(returned: Any, objective: str) -> TrialResult:
+def result_from_return(returned: Any, objective: str) -> AttemptResult:
     """Turns what a trial function returned into metrics, or a ``FAILED`` result saying why."""
     if isinstance(returned, Mapping):
         raw = dict(returned)
@@ -340,7 +344,7 @@ def result_from_return(returned: Any, objective: str) -> TrialResult:
             metrics[name] = float(value)
         except (TypeError, ValueError):
             return _failed(f"metric {name!r} must be a number, got {value!r}")
-    return TrialResult(TrialStatus.COMPLETED, metrics)
+    return AttemptResult(TrialStatus.COMPLETED, metrics)
 
 
 def objective_problem(metrics: Mapping[str, float], objective: str) -> str | None:
@@ -354,8 +358,8 @@ def objective_problem(metrics: Mapping[str, float], objective: str) -> str | Non
     return None
 
 
-def _failed(error: str) -> TrialResult:
-    return TrialResult(TrialStatus.FAILED, error=error)
+def _failed(error: str) -> AttemptResult:
+    return AttemptResult(TrialStatus.FAILED, error=error)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,9 @@ before it returns, so a trial's reports always arrive before its result.
 Cancelling asks Ray to interrupt the task (a ``KeyboardInterrupt``: a command trial's process
 group gets SIGTERM, then SIGKILL after ``cancel_grace``); a task still running after that is
 killed with its worker.
+
+One job, running trials on Ray: submitting, the report sink, polling and cancelling share the
+tasks' table; only the trial itself (:mod:`tuner.trial_runner`) lives elsewhere.
 """
 
 from __future__ import annotations

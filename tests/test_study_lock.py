@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import run_tuner, start_tuner, subprocess_env
-from tuner.locks import StudyBusyError, StudyLockError, study_lock, this_host
+from tuner.locks import StudyBusyError, StudyLockError, this_host
 from tuner.store import location
-from tuner.study_lock import TABLE, DatabaseLock
+from tuner.study_lock import TABLE, DatabaseLock, study_lock
 
 OTHER_HOST = "another-machine"
 

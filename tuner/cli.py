@@ -3,6 +3,9 @@
 Exit codes: 0 done, 1 the study stopped on an error (failures, a backend), 2 a bad spec, study
 reference or argument, 130 interrupted. Bad input is reported as one paragraph per problem,
 never as a traceback, and before anything is created.
+
+One job, the command line: each command is a few lines over the modules that do the work
+(printing is :mod:`tuner.views`); its length is the number of commands and their options.
 """
 
 from __future__ import annotations

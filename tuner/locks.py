@@ -30,7 +30,7 @@ from tuner.errors import ConflictError, SetupError
 from tuner.optuna_adapter import BaseJournalFileLock
 
 if TYPE_CHECKING:
-    from tuner.spec import StudySpec
+    pass
 
 
 class StudyBusyError(ConflictError):
@@ -207,31 +207,3 @@ class _FileHold:
 
     def check(self) -> None:
         pass
-
-
-@contextlib.contextmanager
-def study_lock(spec: StudySpec) -> Iterator[HeldLock]:
-    """Holds the orchestrator's lock on ``spec``'s study while this process runs it.
-
-    With ``storage.url`` the lock is a row in that database, renewed by a heartbeat (see
-    :class:`tuner.study_lock.DatabaseLock`): one orchestrator per study across machines. Without,
-    it is ``orchestrator.lock`` in the study's folder (:func:`orchestrator_lock`).
-
-    Raises:
-        StudyBusyError: if a live orchestrator holds it.
-        StudyLockError: if ``storage.url``'s database cannot be reached or used.
-
-    Example:
-        >>> with study_lock(spec) as lock:  # doctest: +SKIP
-        ...     run_until(done=lambda: lock.lost.is_set())
-    """
-    if spec.storage.url:
-        from tuner.study_lock import DatabaseLock
-
-        with DatabaseLock(spec.storage.url, spec.name) as held:
-            yield held
-        return
-    from tuner.store import location
-
-    with orchestrator_lock(location(spec).orchestrator, spec.name):
-        yield _FileHold()

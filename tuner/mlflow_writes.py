@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuner import failpoints
+from tuner.mirror import POOL_STATE, Mirror, Repair, converge
 from tuner.records import TrialState
-from tuner.sync import POOL_STATE, Mirror, Repair, converge
 from tuner.writer import Op, short
 
 if TYPE_CHECKING:

@@ -13,6 +13,9 @@ Example:
     ... })
     >>> space.is_active("degree", {"C": 1.0, "kernel": "rbf"})
     False
+
+One job, the search space: the parameters, their conditions and the one converter per engine
+that each parameter needs (optuna, skopt) live together, so a new parameter kind is one read.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import InputError, TunerError
+from tuner.paths import SPEC_FILE, StudyLocation, location
 from tuner.records import Attr, StudySummary, Tally, TrialRecord
 from tuner.spec import Direction, SpecError, StudySpec, load_spec
 from tuner.strategies.pruners import make_pruner
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     import optuna
     from optuna.samplers import BaseSampler
     from optuna.storages import BaseStorage
-
-SPEC_FILE = "spec.yaml"
-JOURNAL_FILE = "journal.log"
 
 
 class StudyNotFoundError(InputError, LookupError):
@@ -37,33 +34,6 @@ class StudyExistsError(InputError):
 
 class StorageError(TunerError):
     """The study's storage cannot be opened; the message says what to check."""
-
-
-@dataclass(frozen=True)
-class StudyLocation:
-    """Where a study's files live."""
-
-    root: Path
-
-    @property
-    def spec(self) -> Path:
-        """The spec the study runs with, as last started."""
-        return self.root / SPEC_FILE
-
-    @property
-    def journal(self) -> Path:
-        """The default optuna journal."""
-        return self.root / JOURNAL_FILE
-
-    @property
-    def orchestrator(self) -> Path:
-        """Held by the process running the study (see :func:`tuner.locks.orchestrator_lock`)."""
-        return self.root / "orchestrator.lock"
-
-
-def location(spec: StudySpec) -> StudyLocation:
-    """The folder of ``spec``'s study."""
-    return StudyLocation(Path(spec.storage.dir) / spec.name)
 
 
 def open_storage(spec: StudySpec) -> BaseStorage:
@@ -161,7 +131,7 @@ def delete_study(spec: StudySpec) -> bool:
     """
     import optuna
 
-    from tuner.locks import study_lock
+    from tuner.study_lock import study_lock
 
     with study_lock(spec):
         storage = open_storage(spec)

@@ -101,7 +101,7 @@ class Study:
             StudyBusyError: if another live process is running the study.
             KeyboardInterrupt: after cancelling running trials and closing the study.
         """
-        from tuner.locks import study_lock
+        from tuner.study_lock import study_lock
 
         with study_lock(self.spec) as lock:
             # `lock.lost` is set if another orchestrator takes the study over (shared storage)

@@ -9,18 +9,23 @@ agree. A takeover is an UPDATE conditional on the token its contender read, so o
 contenders only one wins; the holder finds out at its next heartbeat and sets ``lost``.
 
 Supported databases: SQLite, PostgreSQL and MySQL (through SQLAlchemy, as optuna's own storage).
+
+One job, the database lock: its table, the atomic take-over, the heartbeat thread and the
+choice between it and the file lock (:func:`study_lock`); they share one row's life cycle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -30,12 +35,19 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from tuner.locks import (
+    HeldLock,
     StudyBusyError,
     StudyLockError,
     StudyLockLostError,
+    _FileHold,
     dead_here,
+    orchestrator_lock,
     this_host,
 )
+from tuner.paths import location
+
+if TYPE_CHECKING:
+    from tuner.spec import StudySpec
 
 HEARTBEAT_ENV = "TUNER_LOCK_HEARTBEAT"
 DEFAULT_HEARTBEAT = 10.0
@@ -382,3 +394,27 @@ def _busy_message(study: str, holder: Holder) -> str:
         f"finish, or stop it (Ctrl-C, or `kill {holder.pid}` on {holder.host}); if that "
         f"process is dead, its lock lapses in {left:.0f} s, then `tuner resume {study}`"
     )
+
+
+@contextlib.contextmanager
+def study_lock(spec: StudySpec) -> Iterator[HeldLock]:
+    """Holds the orchestrator's lock on ``spec``'s study while this process runs it.
+
+    With ``storage.url`` the lock is a row in that database, renewed by a heartbeat (see
+    :class:`tuner.study_lock.DatabaseLock`): one orchestrator per study across machines. Without,
+    it is ``orchestrator.lock`` in the study's folder (:func:`orchestrator_lock`).
+
+    Raises:
+        StudyBusyError: if a live orchestrator holds it.
+        StudyLockError: if ``storage.url``'s database cannot be reached or used.
+
+    Example:
+        >>> with study_lock(spec) as lock:  # doctest: +SKIP
+        ...     run_until(done=lambda: lock.lost.is_set())
+    """
+    if spec.storage.url:
+        with DatabaseLock(spec.storage.url, spec.name) as held:
+            yield held
+        return
+    with orchestrator_lock(location(spec).orchestrator, spec.name):
+        yield _FileHold()

@@ -1,4 +1,4 @@
-"""Study listeners, and the MLflow mirror: a parent run per study, a nested child run per trial.
+"""The MLflow mirror: a parent run per study, a nested child run per trial.
 
 Everything is written through ``MlflowClient`` with explicit run ids (never MLflow's global
 fluent API) by one background thread, so the study loop never waits on the tracking server.
@@ -13,6 +13,10 @@ runs it already has.
 To let code inside a trial log into its own run (``mlflow.log_metric``, ``mlflow.autolog()``),
 the writer keeps a few child runs created ahead of need; a starting trial takes one, and its
 ``MLFLOW_RUN_ID`` is in the trial's environment from its first line.
+
+One job, turning the study's events into ordered writes on the loop's thread: the runs made
+ahead of need that the trials claim, metric batching and progress coalescing; the writes
+themselves are :mod:`tuner.mlflow_writes`, their order and backlog :mod:`tuner.writer`.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import failpoints
 from tuner.events import Listener, StudyStart
+from tuner.mirror import Repair
 from tuner.mlflow_writes import MlflowWrites, _State
 from tuner.records import MLFLOW_STATUS, StopReason, StudySummary, TrialRecord
-from tuner.sync import Repair
 from tuner.writer import Op, OrderedWriter, load_ops, save_ops
 
 if TYPE_CHECKING:

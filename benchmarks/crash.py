@@ -41,8 +41,9 @@ from scenarios import (  # noqa: E402
     ray_worker_scenario,
     sagemaker_scenario,
     server_down_scenario,
-    two_node_cluster,
 )
+
+from ray_nodes import two_node_cluster  # noqa: E402
 
 PRUNER = {"type": "median", "n_startup_trials": 1}
 

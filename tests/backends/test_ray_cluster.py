@@ -6,14 +6,11 @@ against a shared cluster. Everything started here is stopped by its process grou
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,78 +20,18 @@ import optuna
 import pytest
 
 from conftest import TESTS, subprocess_env
+from ray_nodes import RAY_ENV as ENV
+from ray_nodes import Node, two_node_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RAY = str(Path(sys.executable).with_name("ray"))
-ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-class Node:
-    """One `ray start --block` process and everything it starts, in its own process group."""
-
-    def __init__(self, args: list[str], log: Path):
-        self.log = log
-        self.process = subprocess.Popen(
-            [
-                RAY,
-                "start",
-                "--block",
-                "--num-cpus=1",
-                "--node-ip-address=127.0.0.1",
-                "--disable-usage-stats",
-                *args,
-            ],
-            env={**os.environ, **ENV},
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, limit: float = 90.0) -> None:
-        deadline = time.monotonic() + limit
-        while "block forever" not in self.log.read_text():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start failed:\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    def stop(self, sig: int = signal.SIGTERM, wait: float = 20.0) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(timeout=wait)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[str, Node, Node]]:
-    # A short temp dir: Ray's unix sockets must fit in 107 characters.
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    port = free_port()
-    head = Node(
-        ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"],
-        temp / "head.log",
-    )
-    worker: Node | None = None
-    try:
-        head.wait_ready()
-        worker = Node([f"--address=127.0.0.1:{port}"], temp / "worker.log")
-        worker.wait_ready()
-        yield f"127.0.0.1:{port}", head, worker
-    finally:
-        if worker is not None:
-            worker.stop()
-        head.stop()
+    with two_node_cluster() as running:
+        yield running
 
 
 def write_spec(tmp_path: Path, address: str, **budget: int) -> Path:

@@ -11,21 +11,16 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from harness import CrashStudy, Verdict, failpoint_scenario, fresh_sqlite_uri, wait_until
 
+from ray_nodes import RAY_ENV, Node
 from servers import MlflowServer
 
 RAY_EMBEDDED = {"type": "ray", "num_cpus": 2}
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def server_down_scenario(folder: Path) -> Verdict:
@@ -103,70 +98,6 @@ def ray_worker_scenario(folder: Path) -> Verdict:
 
 
 # --- a two-node cluster started with `ray start` -------------------------------------------
-
-
-class Node:
-    """One `ray start --block` process and everything it starts, in its own process group
-    (as in tests/backends/test_ray_cluster.py)."""
-
-    def __init__(self, args: list[str], log: Path):
-        self.log = log
-        self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("ray")),
-                "start",
-                "--block",
-                "--num-cpus=1",
-                "--node-ip-address=127.0.0.1",
-                "--disable-usage-stats",
-                *args,
-            ],
-            env={**os.environ, **RAY_ENV},
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, limit: float = 120.0) -> None:
-        deadline = time.monotonic() + limit
-        while "block forever" not in self.log.read_text():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start failed:\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    def stop(self, sig: int = signal.SIGTERM, wait: float = 20.0) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(timeout=wait)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
-@contextlib.contextmanager
-def two_node_cluster() -> Iterator[tuple[str, Node, Node]]:
-    """A head and a worker node on loopback, one CPU each: (address, head, worker)."""
-    temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # Ray's socket paths are short
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    head = Node(
-        ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"],
-        temp / "head.log",
-    )
-    worker: Node | None = None
-    try:
-        head.wait_ready()
-        worker = Node([f"--address=127.0.0.1:{port}"], temp / "worker.log")
-        worker.wait_ready()
-        yield f"127.0.0.1:{port}", head, worker
-    finally:
-        if worker is not None:
-            worker.stop()
-        head.stop()
 
 
 def node_lost_scenario(folder: Path, address: str, worker: Node) -> Verdict:

@@ -133,60 +133,47 @@ class MlflowTracker(MlflowWrites, Listener):
 
     def study_started(self, start: StudyStart) -> None:
         spec = start.spec
-        self._common_tags = _common_tags(start)
-        self._objective = spec.objective.metric
         self._pool_target = spec.budget.max_concurrent + 2 if self._runs_ahead else 0
-        known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
-        self._submit(Op("known_runs", {"runs": known}))
-        self._submit(
-            Op(
-                "open_parent",
-                {
-                    "experiment": self._config.experiment or spec.name,
-                    "parent_run_id": start.mlflow_parent_run_id,
-                    "name": spec.name,
-                    "tags": {
-                        **self._common_tags,
-                        "tuner.objective": spec.objective.metric,
-                        "tuner.direction": spec.objective.direction.value,
-                    },
-                    "params": {
-                        "strategy": spec.strategy.type,
-                        "engine": start.engine,
-                        "seed": start.seed,
-                        "objective": spec.objective.metric,
-                        "direction": spec.objective.direction.value,
-                        **{f"budget.{k}": v for k, v in spec.budget.model_dump().items()},
-                    },
-                    "spec": _shown_spec(spec),
-                    "reopen": True,
-                },
-            )
-        )
-        self._replay_saved()
+        self._open(start, reopen=True)
         self._wait_for_pool(spec.budget.max_concurrent)
 
     def attach(self, start: StudyStart) -> None:
         """Follows a study's runs without reopening them (``tuner sync``)."""
+        self._open(start, reopen=False)
+
+    def _open(self, start: StudyStart, *, reopen: bool) -> None:
+        """Finds or makes the study's parent run, and writes what an earlier run saved."""
         spec = start.spec
         self._common_tags = _common_tags(start)
         self._objective = spec.objective.metric
         known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
         self._submit(Op("known_runs", {"runs": known}))
-        self._submit(
-            Op(
-                "open_parent",
-                {
-                    "experiment": self._config.experiment or spec.name,
-                    "parent_run_id": start.mlflow_parent_run_id,
-                    "name": spec.name,
-                    "tags": self._common_tags,
-                    "params": {},
-                    "spec": None,
-                    "reopen": False,
-                },
-            )
-        )
+        parent: dict[str, Any] = {
+            "experiment": self._config.experiment or spec.name,
+            "parent_run_id": start.mlflow_parent_run_id,
+            "name": spec.name,
+            "tags": self._common_tags,
+            "params": {},
+            "spec": None,
+            "reopen": reopen,
+        }
+        if reopen:  # a run of the study: its settings on the parent run
+            objective = spec.objective
+            parent["tags"] = {
+                **self._common_tags,
+                "tuner.objective": objective.metric,
+                "tuner.direction": objective.direction.value,
+            }
+            parent["params"] = {
+                "strategy": spec.strategy.type,
+                "engine": start.engine,
+                "seed": start.seed,
+                "objective": objective.metric,
+                "direction": objective.direction.value,
+                **{f"budget.{k}": v for k, v in spec.budget.model_dump().items()},
+            }
+            parent["spec"] = _shown_spec(spec)
+        self._submit(Op("open_parent", parent))
         self._replay_saved()
 
     def _wait_for_pool(self, count: int, timeout: float = 15.0) -> None:

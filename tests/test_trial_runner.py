@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,18 @@ def test_a_huge_log_keeps_its_head_and_tail() -> None:
     assert len(text) < 1200
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here, as in a Ray worker (tuner's Ray backend sets it),
+    whatever disposition whoever started the tests left (`cmd &` in a script ignores it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 @pytest.mark.parametrize("ignore_term", [False, True])
 def test_an_interrupted_command_leaves_no_process_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ignore_term: bool

@@ -111,3 +111,38 @@ def crash_trial(params: dict[str, Any]) -> dict[str, float]:
     with open(os.environ["CRASH_EXECUTIONS"], "a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
     return {"loss": loss, "abs_x": abs(x)}
+
+
+def leaves_a_mess(params: dict[str, Any]) -> dict[str, float]:
+    """Changes what a careless trial changes in its process, and reports what it found there:
+    whatever an earlier trial in the same worker left behind must be gone."""
+    import logging
+    import random
+    import sys
+    import tempfile
+    import warnings
+
+    import numpy as np
+
+    found = {
+        "cwd_left": float(os.getcwd().startswith(tempfile.gettempdir() + "/mess-")),
+        "path_left": float(any(p.endswith("/left-by-a-trial") for p in sys.path)),
+        "handler_left": float(
+            any(getattr(h, "name", "") == "left-by-a-trial" for h in logging.getLogger().handlers)
+        ),
+        "filter_left": float(any("left-by-a-trial" in str(f[1]) for f in warnings.filters)),
+        "random": random.random(),
+        "numpy": float(np.random.random()),
+        "pid": float(os.getpid()),
+        "loss": float(params["x"]) ** 2,
+    }
+    os.chdir(tempfile.mkdtemp(prefix="mess-"))
+    sys.path.insert(0, "/nowhere/left-by-a-trial")
+    handler = logging.StreamHandler()
+    handler.name = "left-by-a-trial"
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    warnings.filterwarnings("ignore", message="left-by-a-trial")
+    random.seed(0)
+    np.random.seed(0)
+    return found

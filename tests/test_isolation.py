@@ -1,0 +1,83 @@
+"""A trial never sees what an earlier trial in the same worker process changed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tuner.backend import FunctionEntry
+from tuner.records import TrialState
+from tuner.store import load_study, records
+from tuner.study import Study
+from tuner.trial_runner import run_function
+
+MESS = FunctionEntry("trial_functions:leaves_a_mess")
+LEFT = ("cwd_left", "path_left", "handler_left", "filter_left")
+
+
+def run(params: dict[str, Any]) -> dict[str, float]:
+    result = run_function(MESS, params, "loss", lambda step, metrics: None)
+    assert result.status.value == "COMPLETED", result.error
+    return dict(result.metrics)
+
+
+def test_what_a_trial_changes_in_its_process_is_put_back() -> None:
+    cwd, path = os.getcwd(), list(sys.path)
+    handlers, level = list(logging.getLogger().handlers), logging.getLogger().level
+    filters = list(warnings.filters)
+    run({"x": 1.0})
+    assert os.getcwd() == cwd
+    assert sys.path == path
+    assert logging.getLogger().handlers == handlers
+    assert logging.getLogger().level == level
+    assert list(warnings.filters) == filters
+
+
+def test_the_next_trial_in_the_process_starts_clean_with_fresh_random_streams() -> None:
+    first, second = run({"x": 1.0}), run({"x": 2.0})
+    assert all(second[name] == 0.0 for name in LEFT), second
+    # The first trial seeded the global generators; the second must not inherit that seed,
+    # nor share a stream with the first (each trial starts from fresh entropy).
+    random.seed(0)
+    np.random.seed(0)
+    seeded = (random.random(), float(np.random.random()))
+    assert (second["random"], second["numpy"]) != seeded
+    assert (second["random"], second["numpy"]) != (first["random"], first["numpy"])
+
+
+def test_the_trials_environment_is_theirs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNER_TEST_VAR", raising=False)
+    seen = []
+    entry = FunctionEntry("t:f", (), lambda p: seen.append(os.environ.get("TUNER_TEST_VAR")) or 1.0)
+    run_function(entry, {}, "loss", lambda step, metrics: None, env={"TUNER_TEST_VAR": "yes"})
+    assert seen == ["yes"]
+    assert "TUNER_TEST_VAR" not in os.environ
+
+
+@pytest.mark.ray
+def test_trials_sharing_a_ray_worker_do_not_see_each_others_mess(
+    ray_cluster: Any, make_spec: Callable[..., Any]
+) -> None:
+    spec = make_spec(
+        name="messy",
+        budget={"max_trials": 6, "max_concurrent": 1},
+        trial={"function": "trial_functions:leaves_a_mess"},
+        backend={"type": "ray"},
+    )
+    summary = Study(spec).run()
+    assert summary.counts[TrialState.COMPLETE] == 6
+    trials = records(load_study(spec))
+    pids = [t.metrics["pid"] for t in trials]
+    assert len(set(pids)) < len(pids), "the test needs a worker that runs several trials"
+    for trial in trials:
+        assert all(trial.metrics[name] == 0.0 for name in LEFT), (trial.number, trial.metrics)
+    streams = [(t.metrics["random"], t.metrics["numpy"]) for t in trials]
+    assert len(set(streams)) == len(streams)  # no trial inherits another's seeded stream

@@ -81,3 +81,37 @@ def test_trials_sharing_a_ray_worker_do_not_see_each_others_mess(
         assert all(trial.metrics[name] == 0.0 for name in LEFT), (trial.number, trial.metrics)
     streams = [(t.metrics["random"], t.metrics["numpy"]) for t in trials]
     assert len(set(streams)) == len(streams)  # no trial inherits another's seeded stream
+
+
+ROUTING = """
+import sys
+from tuner.backend import FunctionEntry
+from tuner.trial_runner import run_function
+
+def quiet(params):
+    return 1.0
+
+def logs(params):
+    import mlflow  # first imported here, inside the trial
+    return float(getattr(mlflow.start_run, "__tuner_routed__", False))
+
+env = {"MLFLOW_RUN_ID": "0" * 32}
+report = lambda step, metrics: None
+run_function(FunctionEntry("m:quiet", (), quiet), {}, "loss", report, env=env)
+print("mlflow" in sys.modules)
+print(run_function(FunctionEntry("m:logs", (), logs), {}, "loss", report, env=env).metrics["loss"])
+"""
+
+
+def test_mlflow_is_routed_when_a_trial_imports_it_and_never_imported_for_one_that_does_not() -> (
+    None
+):
+    import subprocess
+
+    from conftest import subprocess_env
+
+    out = subprocess.run(
+        [sys.executable, "-c", ROUTING], env=subprocess_env(), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1.0"]

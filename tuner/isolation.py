@@ -10,7 +10,8 @@ trial, as in a new process, so trials sharing a worker never share random stream
 MLflow's fluent API needs more than a snapshot. A trial gets its run's id in ``MLFLOW_RUN_ID``,
 but MLflow reads that variable once and deletes it: the second ``mlflow.start_run()``, the next
 autologged ``fit`` or a call from another thread would each open a stray run. While a trial
-runs, :func:`isolated` therefore points ``mlflow.start_run`` at the trial's run: a call without
+runs, :func:`isolated` therefore points ``mlflow.start_run`` at the trial's run (when MLflow
+is loaded, or as soon as the trial imports it: a trial that never logs never pays for it): a call without
 a ``run_id`` resumes it (from any thread, as often as the code likes, also while a fluent call
 has it active already), and a nested call with no active run becomes its child.
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import importlib.abc
+import importlib.util
 import logging
 import os
 import random
@@ -86,7 +89,7 @@ def _whole_process(env: Mapping[str, str]) -> Iterator[None]:
     _reseed()
     _trial_run = env.get("MLFLOW_RUN_ID")
     if _trial_run:
-        _route_mlflow_to_trial()
+        _route_mlflow_when_loaded()
     try:
         yield
     finally:
@@ -170,6 +173,48 @@ def _forget_active_runs(fluent: Any) -> None:
         variable = getattr(fluent, name, None)
         if variable is not None and hasattr(variable, "reset"):
             variable.reset()
+
+
+def _route_mlflow_when_loaded() -> None:
+    """Routes ``mlflow.start_run`` now if MLflow is loaded, else when the trial imports it.
+
+    Importing MLflow up front would cost every fresh worker seconds, for trials that never log
+    to MLflow too.
+    """
+    if "mlflow.tracking.fluent" in sys.modules:
+        _route_mlflow_to_trial()
+    elif not any(isinstance(finder, _RouteOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RouteOnImport())
+
+
+class _RouteOnImport(importlib.abc.MetaPathFinder):
+    """Finds ``mlflow`` as the other finders do, and routes its ``start_run`` once loaded."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "mlflow":
+            return None
+        sys.meta_path.remove(self)  # found once; the import system does the rest
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenRoute(spec.loader)
+        return spec
+
+
+class _ThenRoute(importlib.abc.Loader):
+    """A loader that runs the real one, then routes MLflow to the trial's run."""
+
+    def __init__(self, loader: Any):
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        _route_mlflow_to_trial()
+
+    def __getattr__(self, name: str) -> Any:  # resources, source: the real loader's
+        return getattr(self._loader, name)
 
 
 def _route_mlflow_to_trial() -> None:

@@ -11,9 +11,9 @@ MLflow's fluent API needs more than a snapshot. A trial gets its run's id in ``M
 but MLflow reads that variable once and deletes it: the second ``mlflow.start_run()``, the next
 autologged ``fit`` or a call from another thread would each open a stray run. While a trial
 runs, :func:`isolated` therefore points ``mlflow.start_run`` at the trial's run (when MLflow
-is loaded, or as soon as the trial imports it: a trial that never logs never pays for it): a call without
-a ``run_id`` resumes it (from any thread, as often as the code likes, also while a fluent call
-has it active already), and a nested call with no active run becomes its child.
+is loaded, or as soon as the trial imports it: a trial that never logs never pays for it). A
+call without a ``run_id`` resumes it (from any thread, as often as the code likes, also while a
+fluent call has it active already), and a nested call with no active run becomes its child.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class Loop:
         self.events, self.clock, self.lock = events, clock, lock
         self.running: dict[int, RunningTrial] = {}
         self.tally = Tally(maximize=spec.objective.direction is Direction.MAXIMIZE)
-        self.failures = self.poll_failures = 0
+        self.poll_failures = 0
         self.stop_reason: StopReason | None = None
         self.message: str | None = None
         self.started_at = clock.now()
@@ -93,7 +93,6 @@ class Loop:
         self.running, self.queued = left.running, left.queued
         for record in left.finished:  # interrupted attempts are not counted, but cost money
             self.tally.add(record) if record.state.is_finished() else self.tally.spend(record.cost)
-        self.failures = self.tally.counts[TrialState.FAILED]
         self.events.study_started(
             StudyStart(
                 spec=self.spec,
@@ -151,7 +150,7 @@ class Loop:
     def _stop_reason(self) -> StopReason | None:
         running_cost = sum(r.total_cost() or 0.0 for r in self.running.values())
         usage = Usage(
-            failures=self.failures,
+            failures=self.tally.counts[TrialState.FAILED],
             finished=self.tally.finished,
             running=len(self.running),
             elapsed=self.clock.now() - self.started_at,
@@ -291,7 +290,6 @@ class Loop:
         self._conclude(running, TrialState.COMPLETE, update, value=value, metrics=metrics)
 
     def _fail(self, running: RunningTrial, error: str, update: TrialUpdate | None = None) -> None:
-        self.failures += 1
         _log.info("trial %d failed: %s", running.trial.number, error)
         metrics = dict(update.metrics) if update is not None else {}
         self._conclude(running, TrialState.FAILED, update, error=error, metrics=metrics)

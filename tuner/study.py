@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
     from tuner.locks import HeldLock
 
-_log = logging.getLogger("tuner")
 
 _DEFAULT = object()
 
@@ -156,12 +154,7 @@ class Study:
             try:
                 self.summary = loop.finish()
             finally:
-                for listener in listeners:
-                    if loop.abandoned and isinstance(listener, MlflowTracker):
-                        # Another orchestrator owns the study now: its mirror is not ours.
-                        _safely(lambda tracker=listener: tracker.shutdown(converge=False))
-                    else:
-                        _safely(listener.close)
+                events.close()
                 if owns_backend and not loop.abandoned:
                     backend.close()
         return self.summary
@@ -218,10 +211,3 @@ def _run_seed(seed: int, prior_trials: int) -> int:
 
 def _where(spec: StudySpec) -> str:
     return spec.storage.url or str(location(spec).journal)
-
-
-def _safely(function: Callable[..., Any], *args: Any) -> None:
-    try:
-        function(*args)
-    except Exception:  # closing a listener must not hide the study's own outcome
-        _log.exception("ignored error in %s", getattr(function, "__qualname__", function))

@@ -103,6 +103,7 @@ class MlflowTracker(MlflowWrites, Listener):
         self._state = _State()
         self._common_tags: dict[str, str] = {}
         self._objective = ""
+        self._finished = False
         self._lock = threading.Lock()
         self._metrics: dict[int, list[tuple[str, float, int, int]]] = {}
         self._metrics_queued = False
@@ -290,6 +291,7 @@ class MlflowTracker(MlflowWrites, Listener):
         self._submit(Op("progress"))
 
     def study_finished(self, summary: StudySummary) -> None:
+        self._finished = True
         self._progress_at = 0.0
         self._progress_queued = False
         self.study_progress(summary)
@@ -310,8 +312,10 @@ class MlflowTracker(MlflowWrites, Listener):
         return self._writer.flush(timeout)
 
     def close(self) -> None:
-        """Writes what it can, makes the runs equal the store, stops; see :meth:`shutdown`."""
-        self.shutdown()
+        """Writes what it can, stops; see :meth:`shutdown`. The runs are made equal to the
+        store only after a study finished here (one whose orchestrator lost the study to
+        another leaves the mirror to that one)."""
+        self.shutdown(converge=self._finished)
 
     def shutdown(self, *, converge: bool = True, deep: bool = False) -> list[Repair]:
         """Writes what it can within ``flush_timeout``, saves the rest, stops the thread.

@@ -45,6 +45,7 @@ class InProcessBackend:
         self.infra_failures: dict[int, int] = {}
         """Trial number -> how many of its first attempts die as if their worker was lost."""
         self.closed = False
+        self._lost: set[int] = set()
 
     @property
     def capacity(self) -> int:
@@ -70,7 +71,7 @@ class InProcessBackend:
                 )
 
             result = run_trial(trial.entry, trial.params, trial.objective, reporter, grace=1.0)
-            if trial.number in self.cancelled:
+            if trial.number in self.cancelled or trial.number in self._lost:
                 return
             self._updates.put(
                 TrialUpdate(
@@ -98,6 +99,19 @@ class InProcessBackend:
                 updates.append(self._updates.get_nowait())
             except queue.Empty:
                 return updates
+
+    def lose_worker(self, number: int) -> None:
+        """The trial's worker dies under it, as a killed Ray worker would (an INFRA failure);
+        its thread, which cannot be stopped, is abandoned."""
+        self._lost.add(number)
+        self._updates.put(
+            TrialUpdate(
+                number,
+                TrialStatus.FAILED,
+                error="WorkerCrashedError: the worker died",
+                error_kind=ErrorKind.INFRA,
+            )
+        )
 
     def cancel(self, handle: TrialHandle) -> None:
         if handle.trial not in self.cancelled:

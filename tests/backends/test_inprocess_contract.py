@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from inprocess import InProcessConfig
-from tuner.backend import FunctionEntry
+from inprocess import InProcessBackend, InProcessConfig
+from tuner.backend import Backend, FunctionEntry, TrialHandle
 from tuner.plugins import create_backend
-from tuner.testing.backend_contract import BackendContract, ContractTrial, MakeBackend
+from tuner.testing.backend_contract import (
+    BackendContract,
+    ContractTrial,
+    FunctionTrials,
+    InfraFailure,
+    MakeBackend,
+)
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -19,7 +25,7 @@ def entry(ref: str) -> FunctionEntry:
     return FunctionEntry(ref, (ROOT,))
 
 
-class TestInProcessBackend(BackendContract):
+class TestInProcessBackend(FunctionTrials, BackendContract):
     reports_cancelled = False  # a cancelled thread is abandoned, its end not reported
     deadline = 30.0
 
@@ -28,22 +34,15 @@ class TestInProcessBackend(BackendContract):
         return lambda context: create_backend(InProcessConfig(), context)
 
     @pytest.fixture
-    def completing_trial(self) -> ContractTrial:
-        return ContractTrial(entry("examples.functions:quadratic"), {"x": 3.0}, {"loss": 4.0})
-
-    @pytest.fixture
-    def reporting_trial(self) -> ContractTrial:
-        params = {"x": 1.0, "steps": 4}
-        return ContractTrial(
-            entry("examples.functions:curve"), params, {"loss": 1.25}, (0, 1, 2, 3)
-        )
-
-    @pytest.fixture
-    def failing_trial(self) -> ContractTrial:
-        return ContractTrial(entry("examples.functions:flaky"), {"x": -1.0})
-
-    @pytest.fixture
     def long_trial(self, tmp_path: Path) -> Iterator[ContractTrial]:
         gate = tmp_path / "gate"
         yield ContractTrial(entry("examples.functions:gated"), {"x": 1.0, "gate": str(gate)})
         gate.touch()  # a thread cannot be stopped: let the abandoned one end
+
+    @pytest.fixture
+    def infra_failure(self, long_trial: ContractTrial) -> InfraFailure:
+        def lose_its_worker(backend: Backend, handle: TrialHandle) -> None:
+            assert isinstance(backend, InProcessBackend)
+            backend.lose_worker(handle.trial)
+
+        return InfraFailure(long_trial, lose_its_worker)

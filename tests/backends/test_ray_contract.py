@@ -16,6 +16,7 @@ from tuner.plugins import create_backend
 from tuner.testing.backend_contract import (
     BackendContract,
     ContractTrial,
+    FunctionTrials,
     InfraFailure,
     MakeBackend,
 )
@@ -30,25 +31,10 @@ def entry(ref: str) -> FunctionEntry:
     return FunctionEntry(ref, (ROOT, TESTS))
 
 
-class TestRayBackend(BackendContract):
+class TestRayBackend(FunctionTrials, BackendContract):
     @pytest.fixture
     def make_backend(self, ray_cluster: Any) -> MakeBackend:
         return lambda context: create_backend(RayConfig(), context)
-
-    @pytest.fixture
-    def completing_trial(self) -> ContractTrial:
-        return ContractTrial(entry("examples.functions:quadratic"), {"x": 3.0}, {"loss": 4.0})
-
-    @pytest.fixture
-    def reporting_trial(self) -> ContractTrial:
-        params = {"x": 1.0, "steps": 4}
-        return ContractTrial(
-            entry("examples.functions:curve"), params, {"loss": 1.25}, (0, 1, 2, 3)
-        )
-
-    @pytest.fixture
-    def failing_trial(self) -> ContractTrial:
-        return ContractTrial(entry("examples.functions:flaky"), {"x": -1.0})
 
     @pytest.fixture
     def long_trial(self) -> ContractTrial:

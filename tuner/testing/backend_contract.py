@@ -62,7 +62,7 @@ try:
 except ImportError:
     raise MissingExtraError("pytest", "dev", "tuner's backend contract suite") from None
 
-__all__ = ["BackendContract", "ContractTrial", "InfraFailure"]
+__all__ = ["BackendContract", "ContractTrial", "FunctionTrials", "InfraFailure"]
 
 MakeBackend = Callable[[BackendContext], Backend]
 """Builds the backend under test for a study's context."""
@@ -380,3 +380,28 @@ class BackendContract:
             assert time.monotonic() < deadline, f"trial 0 did not finish in {self.deadline:g}s"
 
         backend.close()  # with trial 1 still running
+
+
+class FunctionTrials:
+    """The trials a backend that runs Python functions completes, reports and fails with,
+    from :mod:`tuner.testing.trials` (shipped with tuner). Mix it in before
+    :class:`BackendContract`; the backend's tests then provide only ``make_backend`` and
+    ``long_trial``::
+
+        class TestSlurmBackend(FunctionTrials, BackendContract): ...
+    """
+
+    @pytest.fixture
+    def completing_trial(self) -> ContractTrial:
+        return ContractTrial(
+            FunctionEntry("tuner.testing.trials:quadratic"), {"x": 3.0}, {"loss": 4.0}
+        )
+
+    @pytest.fixture
+    def reporting_trial(self) -> ContractTrial:
+        entry = FunctionEntry("tuner.testing.trials:curve")
+        return ContractTrial(entry, {"x": 1.0, "steps": 4}, {"loss": 1.25}, (0, 1, 2, 3))
+
+    @pytest.fixture
+    def failing_trial(self) -> ContractTrial:
+        return ContractTrial(FunctionEntry("tuner.testing.trials:fails"), {"x": -1.0})

@@ -45,6 +45,7 @@ from tuner.locks import (
     this_host,
 )
 from tuner.paths import location
+from tuner.secrets import redact_url
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec
@@ -191,7 +192,7 @@ class DatabaseLock:
             StudyBusyError: if a live orchestrator holds it.
             StudyLockError: if the database cannot be reached or used.
         """
-        shown = sa.make_url(self.url).render_as_string(hide_password=True)
+        shown = redact_url(self.url)
         try:
             engine = sa.create_engine(self.url, pool_pre_ping=True)
         except (ImportError, SQLAlchemyError, ValueError) as exc:

@@ -29,10 +29,9 @@ from typing import Any
 from tuner.backend import CommandEntry, FunctionEntry, MetricDefinition, TrialStatus
 from tuner.functions import load_function
 from tuner.isolation import isolated
+from tuner.records import TRACEBACK_CHARS
 from tuner.report import Reporter, reporting_to
 
-TRACEBACK_LIMIT = 8000
-"""Characters of a traceback kept with a failed trial (its end, where the error is)."""
 LOG_HEAD = 64 * 1024
 LOG_TAIL = 2 * 1024 * 1024
 """A trial's output is kept whole up to these sizes: its start, and its end."""
@@ -147,7 +146,7 @@ def run_function(
         return AttemptResult(
             TrialStatus.FAILED,
             error=f"{type(exc).__name__}: {exc}",
-            traceback=tb[-TRACEBACK_LIMIT:],
+            traceback=tb[-TRACEBACK_CHARS:],
             log=log.text() if log else None,
         )
     result = result_from_return(returned, objective)
@@ -247,7 +246,7 @@ def run_command(
             TrialStatus.FAILED,
             parser.last,
             error=f"command {how}",
-            traceback=output[-TRACEBACK_LIMIT:],
+            traceback=output[-TRACEBACK_CHARS:],
             log=output,
         )
     return AttemptResult(TrialStatus.COMPLETED, parser.last, log=output)

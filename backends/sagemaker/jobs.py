@@ -28,7 +28,8 @@ from tuner.backend import (
     TrialUpdate,
 )
 from tuner.backends.sagemaker.config import Channel, SageMakerConfig
-from tuner.trial_runner import TRACEBACK_LIMIT, hyperparameter_string
+from tuner.records import TRACEBACK_CHARS
+from tuner.trial_runner import hyperparameter_string
 
 TAG_STUDY = "tuner:study"
 TAG_UID = "tuner:study-uid"
@@ -311,7 +312,7 @@ class JobTemplate:
             TrialStatus.FAILED,
             metrics,
             error=f"SageMaker job {job} failed: {reason or 'no reason given'}",
-            traceback=(log or "")[-TRACEBACK_LIMIT:] or None,
+            traceback=(log or "")[-TRACEBACK_CHARS:] or None,
             error_kind=ErrorKind.USER if user else ErrorKind.INFRA,
             **common,
         )

@@ -8,28 +8,31 @@ handles survive JSON, ``capacity`` is a positive int, and ``close`` after use do
 
 A backend's tests subclass it and provide the fixtures marked *provide* below: how to build the
 backend for a context, and the trials it can run (function references or commands, whichever it
-runs). Every wait is bounded by :attr:`BackendContract.deadline`, and no test asserts how long
-anything took, so the suite is as fast as the backend and never hangs on a broken one::
+runs); a backend that runs functions mixes in :class:`FunctionTrials` for most of them. Every
+wait is bounded by :attr:`BackendContract.deadline`, and no test asserts how long anything
+took, so the suite is as fast as the backend and never hangs on a broken one::
 
     import pytest
     from tuner.backend import FunctionEntry
     from tuner.plugins import create_backend
-    from tuner.testing.backend_contract import BackendContract, ContractTrial
+    from tuner.testing.backend_contract import BackendContract, ContractTrial, FunctionTrials
 
     from my_package.slurm import SlurmConfig
 
 
-    class TestSlurmBackend(BackendContract):
+    class TestSlurmBackend(FunctionTrials, BackendContract):
         @pytest.fixture
         def make_backend(self):
             return lambda context: create_backend(SlurmConfig(), context)
 
         @pytest.fixture
-        def completing_trial(self):
-            entry = FunctionEntry("my_tests.trials:quadratic")
-            return ContractTrial(entry, {"x": 3.0}, metrics={"loss": 4.0})
+        def long_trial(self):
+            return ContractTrial(FunctionEntry("my_tests.trials:sleeps"), {"seconds": 600})
 
-        ...  # reporting_trial, failing_trial, long_trial; optionally infra_failure
+        # optionally infra_failure
+
+One job, the contract's tests with the fixtures they need; its length is the number of things
+every backend must do.
 """
 
 from __future__ import annotations

@@ -115,3 +115,31 @@ def test_mlflow_is_routed_when_a_trial_imports_it_and_never_imported_for_one_tha
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "1.0"]
+
+
+def test_a_trial_on_another_thread_never_undoes_what_the_process_changed_meanwhile() -> None:
+    """The in-process backend runs trials on threads that may outlive a test: one that ends
+    must not put back a sys.path, cwd or environment that the main thread has changed since."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def trial(params: dict[str, Any]) -> float:
+        started.set()
+        release.wait(10)
+        return 1.0
+
+    entry = FunctionEntry("t:trial", (), trial)
+    worker = threading.Thread(target=lambda: run_function(entry, {}, "loss", lambda s, m: None))
+    worker.start()
+    assert started.wait(10)
+    sys.path.insert(0, "/added-meanwhile")
+    os.environ["TUNER_ADDED_MEANWHILE"] = "1"
+    try:
+        release.set()
+        worker.join(10)
+        assert sys.path[0] == "/added-meanwhile"
+        assert os.environ.get("TUNER_ADDED_MEANWHILE") == "1"
+    finally:
+        sys.path.remove("/added-meanwhile")
+        os.environ.pop("TUNER_ADDED_MEANWHILE", None)

@@ -46,13 +46,16 @@ def isolated(env: Mapping[str, str]) -> Iterator[None]:
     Args:
         env: the trial's own variables (``TUNER_TRIAL``, ``MLFLOW_RUN_ID``, ``trial.env``).
 
-    Isolation is per process: where a backend runs several trials at once in one process
-    (threads), the later ones only get their variables set and taken away again.
+    Isolation is per process, for a trial that has its process to itself and runs on its
+    main thread (as a Ray task does). A trial run on another thread shares its process with
+    whoever runs there (the in-process test backend's orchestrator, other trials) and may
+    outlive it: it only gets its variables set and taken away again, since putting the whole
+    process back from that thread would undo what the others changed meanwhile.
     """
     global _running
     with _lock:
         _running += 1
-        alone = _running == 1
+        alone = _running == 1 and threading.current_thread() is threading.main_thread()
     try:
         with _whole_process(env) if alone else _variables(env):
             yield

@@ -75,10 +75,6 @@ def register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Regist
         value = f"{module}:{attr}"
         (dist / "entry_points.txt").write_text(f"[tuner.backends]\n{name} = {value}\n")
         modules.append(module)
-        sys.modules.pop(module, None)
-        # A folder's finder lists it once and may not see a file written within the same
-        # mtime tick: drop it, so the next import lists the folder afresh.
-        sys.path_importer_cache.pop(str(site), None)
         importlib.invalidate_caches()  # importlib.metadata caches what each folder holds
         return value
 

@@ -69,7 +69,7 @@ def run_tuner(trials: int, workdir: Path, tracking: bool) -> float:
     import optuna
 
     import tuner
-    from tuner.study import Study
+    from tuner.orchestrator import Orchestrator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _init_ray()
@@ -89,7 +89,7 @@ def run_tuner(trials: int, workdir: Path, tracking: bool) -> float:
 
         MlflowClient(mlflow["tracking_uri"]).search_experiments()  # type: ignore[index]
     started = time.perf_counter()
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     elapsed = time.perf_counter() - started
     assert summary.finished == trials, summary
     return elapsed

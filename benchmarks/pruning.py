@@ -65,7 +65,7 @@ def run_tuner(pruner: str, seed: int, workdir: Path) -> dict[str, float]:
 
     import tuner
     from tuner.store import load_study
-    from tuner.study import Study
+    from tuner.orchestrator import Orchestrator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _init_ray()
@@ -82,7 +82,7 @@ def run_tuner(pruner: str, seed: int, workdir: Path) -> dict[str, float]:
         storage={"dir": str(workdir / "studies")},
     )
     started = time.perf_counter()
-    Study(spec).run()
+    Orchestrator(spec).run()
     seconds = time.perf_counter() - started
     trials = load_study(spec).get_trials(deepcopy=False)
     complete = [t.value for t in trials if t.value is not None and t.state.name == "COMPLETE"]

@@ -38,7 +38,7 @@ def makespan(tracking: bool, workdir: Path) -> float:
 
     import tuner
     from benchmarks.overhead import _init_ray
-    from tuner.study import Study
+    from tuner.orchestrator import Orchestrator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ["BENCH_TRIAL_SECONDS"] = "0.05"
@@ -59,7 +59,7 @@ def makespan(tracking: bool, workdir: Path) -> float:
         storage={"dir": str(workdir / "studies")},
     )
     started = time.perf_counter()
-    Study(spec).run()
+    Orchestrator(spec).run()
     elapsed = time.perf_counter() - started
     if tracking:
         from mlflow.tracking import MlflowClient

@@ -12,7 +12,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from tuner.records import StopReason, TrialState
 from tuner.store import location
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 
 pytestmark = pytest.mark.ray
 
@@ -33,7 +33,7 @@ def test_a_study_on_ray_writes_a_parent_run_and_a_child_run_per_trial(
         backend={"type": "ray"},
         tracking={"mlflow": {"tracking_uri": mlflow_uri, "experiment": "e2e-exp"}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.stop_reason is StopReason.MAX_TRIALS
     assert summary.counts[TrialState.COMPLETE] == 6
 
@@ -89,7 +89,7 @@ def test_failed_trials_reach_mlflow_with_their_error(
         backend={"type": "ray"},
         tracking={"mlflow": {"tracking_uri": mlflow_uri}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.stop_reason is StopReason.MAX_FAILURES
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("e2e-failures")

@@ -15,7 +15,7 @@ from conftest import ROOT
 from tuner.records import TrialState
 from tuner.spec import load_spec
 from tuner.store import load_study, records
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 
 TEXT = ROOT / "examples" / "sagemaker-text-classifier"
 
@@ -46,7 +46,7 @@ def test_the_text_classifier_tunes_on_the_local_ray_cluster(
     ray_cluster: Any, tmp_path: Path
 ) -> None:
     spec = _small(load_spec(TEXT / "local.yaml"), tmp_path)
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
 
     assert summary.counts[TrialState.COMPLETE] == 2
     for trial in records(load_study(spec)):
@@ -75,7 +75,7 @@ def test_the_text_classifier_runs_as_a_sagemaker_job_in_its_image(
         spot={"enabled": True, "max_wait": "2h", "checkpoint_path": f"s3://{BUCKET}/text/ckpt"},
         poll_interval=0.2,
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
 
     assert summary.counts[TrialState.COMPLETE] == 2
     for trial in records(load_study(spec)):

@@ -16,7 +16,7 @@ import pytest
 from tuner.backend import FunctionEntry
 from tuner.records import TrialState
 from tuner.store import load_study, records
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 from tuner.trial_runner import run_function
 
 MESS = FunctionEntry("trial_functions:leaves_a_mess")
@@ -72,7 +72,7 @@ def test_trials_sharing_a_ray_worker_do_not_see_each_others_mess(
         trial={"function": "trial_functions:leaves_a_mess"},
         backend={"type": "ray"},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.counts[TrialState.COMPLETE] == 6
     trials = records(load_study(spec))
     pids = [t.metrics["pid"] for t in trials]

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from servers import MlflowServer
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EVIDENCE = Path(__file__).resolve().parent.parent / "test-artifacts" / "mlflow-ui.png"
@@ -45,7 +45,7 @@ def test_the_experiment_page_shows_the_study_with_its_trials_nested(
             budget={"max_trials": 3, "max_concurrent": 1},
             tracking={"mlflow": {"tracking_uri": server.uri}},
         )
-        Study(spec).run()
+        Orchestrator(spec).run()
         experiment = MlflowClient(server.uri).get_experiment_by_name("ui-study")
         assert experiment is not None
         with sync_playwright() as playwright:

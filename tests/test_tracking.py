@@ -17,7 +17,7 @@ from servers import MlflowServer, free_port
 from tuner.events import Listener as NullListener
 from tuner.records import StopReason, TrialRecord, TrialState
 from tuner.store import load_study, location
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 from tuner.sync import sync_study
 from tuner.tracking import PENDING_FILE
 
@@ -60,7 +60,7 @@ def test_runs_on_a_real_server_have_the_layout_researchers_review(
         backend={"type": "ray"},
         tracking={"mlflow": {"tracking_uri": server.uri}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.counts[TrialState.COMPLETE] == 6
     client = MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("served")
@@ -142,7 +142,7 @@ def test_a_tracking_server_outage_loses_nothing_and_writes_nothing_twice(
         tracking={"mlflow": {"tracking_uri": server.uri}},
     )
     outage = KillsTheServer(server, down_at=3, up_at=8)
-    summary = Study(spec, listeners=[outage]).run()
+    summary = Orchestrator(spec, listeners=[outage]).run()
     assert outage.restarted
     assert summary.counts[TrialState.COMPLETE] == 12
     client = MlflowClient(server.uri)
@@ -175,7 +175,7 @@ def test_writes_left_when_the_server_never_returns_are_written_by_sync(
         budget={"max_trials": 4, "max_concurrent": 2},
         tracking={"mlflow": {"tracking_uri": late.uri}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.counts[TrialState.COMPLETE] == 4
     assert (location(spec).root / PENDING_FILE).exists()
     late.start()
@@ -269,7 +269,7 @@ def test_a_study_without_a_tracking_server_still_runs(
         budget={"max_trials": 3, "max_concurrent": 1},
         tracking={"mlflow": {"tracking_uri": f"http://127.0.0.1:{free_port()}"}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.stop_reason is StopReason.MAX_TRIALS
     assert summary.counts[TrialState.COMPLETE] == 3
 

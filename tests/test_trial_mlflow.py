@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.records import TrialState
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 
 
 @pytest.mark.ray
@@ -26,7 +26,7 @@ def test_every_mlflow_call_of_a_trial_lands_in_its_own_run(
         backend={"type": "ray"},
         tracking={"mlflow": {"tracking_uri": uri}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.counts[TrialState.COMPLETE] == 6
 
     client = MlflowClient(uri)
@@ -80,7 +80,7 @@ def test_a_command_trial_logs_into_its_own_run(
         backend={"type": "ray"},
         tracking={"mlflow": {"tracking_uri": uri}},
     )
-    summary = Study(spec).run()
+    summary = Orchestrator(spec).run()
     assert summary.counts[TrialState.COMPLETE] == 4
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("script")

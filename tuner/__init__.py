@@ -2,15 +2,18 @@
 
 Example:
     >>> import tuner
-    >>> spec = tuner.StudySpec(
+    >>> study = tuner.Study(
     ...     name="quadratic",
-    ...     objective={"metric": "loss"},
+    ...     trial="examples.functions:quadratic",
     ...     space={"x": tuner.Float(-5, 5)},
-    ...     strategy={"type": "random", "seed": 0},
-    ...     budget={"max_trials": 20, "max_concurrent": 2},
-    ...     trial={"function": "examples.functions:quadratic"},
+    ...     objective="loss",
+    ...     strategy="random",
+    ...     seed=0,
+    ...     max_trials=20,
+    ...     max_concurrent=2,
     ... )
-    >>> summary = tuner.run(spec)  # doctest: +SKIP
+    >>> result = study.run()  # doctest: +SKIP
+    >>> result.best.params  # doctest: +SKIP
 
 Heavy modules load on first use, so ``import tuner`` inside a trial (for ``tuner.report``)
 stays cheap.
@@ -19,6 +22,7 @@ stays cheap.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from tuner.report import report
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from tuner.errors import ConflictError, InputError, SetupError, TunerError
     from tuner.locks import StudyBusyError
     from tuner.records import StudySummary, TrialRecord, TrialState
+    from tuner.results import BestTrial, StudyResult, load
     from tuner.space import Categorical, Float, Int, Space
     from tuner.spec import SpecError, StudySpec, load_spec
     from tuner.store import StudyExistsError, StudyNotFoundError
@@ -36,6 +41,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Study": "tuner.study",
+    "StudyResult": "tuner.results",
+    "BestTrial": "tuner.results",
+    "load": "tuner.results",
     "StudySpec": "tuner.spec",
     "SpecError": "tuner.spec",
     "load_spec": "tuner.spec",
@@ -62,17 +70,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tuner' has no attribute {name!r}")
 
 
-def run(spec: StudySpec | str, *, resume: bool = False, **study_args: Any) -> StudySummary:
-    """Runs a study from a spec or the path of a YAML spec; see :class:`tuner.Study`."""
-    from tuner.spec import load_spec
+def run(spec: StudySpec | str | os.PathLike[str], **run_args: Any) -> StudyResult:
+    """Runs a study from a spec or the path of a YAML spec: ``Study(spec).run(**run_args)``.
+
+    See :class:`tuner.Study` and :meth:`tuner.Study.run`.
+    """
+    from tuner.spec import StudySpec
     from tuner.study import Study
 
-    if isinstance(spec, str):
-        spec = load_spec(spec)
-    return Study(spec, **study_args).run(resume=resume)
+    study = Study(spec) if isinstance(spec, StudySpec) else Study.from_yaml(spec)
+    return study.run(**run_args)
 
 
 __all__ = [
+    "BestTrial",
     "Categorical",
     "ConflictError",
     "Float",
@@ -85,11 +96,13 @@ __all__ = [
     "StudyBusyError",
     "StudyExistsError",
     "StudyNotFoundError",
+    "StudyResult",
     "StudySpec",
     "StudySummary",
     "TrialRecord",
     "TrialState",
     "TunerError",
+    "load",
     "load_spec",
     "report",
     "run",

@@ -30,6 +30,7 @@ from tuner.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, TunerErro
 from tuner.records import StopReason, TrialState
 from tuner.secrets import redact
 from tuner.spec import SpecError, StudySpec, load_spec
+from tuner.starter import StarterBackend, TrialKind
 
 console = Console()
 err = Console(stderr=True)
@@ -365,15 +366,65 @@ def schema() -> None:
     sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
 
 
+@app.command()
+def init(
+    folder: Annotated[
+        Path, typer.Argument(help="Where to write study.yaml and train.py (made if missing).")
+    ] = Path("."),
+    backend: Annotated[
+        StarterBackend, typer.Option(help="Where the trials run.")
+    ] = StarterBackend.RAY,
+    trial: Annotated[
+        TrialKind | None,
+        typer.Option(
+            help="A Python function or a program (command).  [default: function on ray, "
+            "command on sagemaker]",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="The study's name.  [default: the folder's name]", show_default=False),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite study.yaml and train.py if they exist.")
+    ] = False,
+) -> None:
+    """Write a commented starter spec and training script that validate and run as they are."""
+    from tuner.starter import (
+        StarterError,
+        default_name,
+        next_commands,
+        render_starter,
+        write_starter,
+    )
+
+    try:
+        starter = render_starter(backend, trial, name or default_name(folder))
+        written = write_starter(folder, starter, force=force)
+    except StarterError as exc:
+        _fail(str(exc), exc.exit_code)
+    console.print(
+        f"wrote {' and '.join(escape(str(path)) for path in written)}: study "
+        f"[bold]{escape(starter.name)}[/], a {starter.trial.value} trial on "
+        f"{starter.backend.value}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print("next:")
+    for command in next_commands(folder, starter):
+        console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
 def _run_study(spec: StudySpec, *, resume: bool) -> None:
+    from tuner.orchestrator import Orchestrator
     from tuner.progress import ProgressDisplay
-    from tuner.study import Study
 
     display = ProgressDisplay(console)
-    study = Study(spec, listeners=[display])
+    study = Orchestrator(spec, listeners=[display])
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     # Started in the background by a script (`tuner run ... &`), a process inherits SIGINT
     # ignored: Ctrl-C and `kill -INT` must still stop the study cleanly.

@@ -6,6 +6,7 @@ wrong with it) and by the trial runner on a worker (to import it).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -33,8 +34,11 @@ def resolve_function(
         ValueError: with what to fix, if the reference is malformed or cannot be imported.
     """
     if callable(function):
-        module = getattr(function, "__module__", None) or "__main__"
-        qualname = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        named = function
+        while isinstance(named, functools.partial):  # named after the function it wraps
+            named = named.func
+        module = getattr(named, "__module__", None) or "__main__"
+        qualname = getattr(named, "__qualname__", getattr(named, "__name__", "function"))
         return FunctionEntry(f"{module}:{qualname}", search_path, function)
     if not isinstance(function, str) or not REFERENCE.fullmatch(function):
         raise ValueError(
@@ -43,6 +47,23 @@ def resolve_function(
     with _on_sys_path(search_path):
         _import(function, search_path)
     return FunctionEntry(function, search_path)
+
+
+def is_referable(entry: FunctionEntry) -> bool:
+    """Whether ``entry.ref`` imports as the entry's function itself, so a YAML spec can name it.
+
+    Not so for a lambda, a closure, a ``functools.partial`` or a function of ``__main__`` (a
+    script or a notebook): on a worker or in ``tuner resume`` they would not import.
+    """
+    if entry.function is None:
+        return True
+    if entry.ref.startswith("__main__:") or "<" in entry.ref:
+        return False
+    try:
+        with _on_sys_path(entry.search_path):
+            return _import(entry.ref, entry.search_path) is entry.function
+    except ValueError:
+        return False
 
 
 def load_function(entry: FunctionEntry) -> Callable[[dict[str, Any]], Any]:

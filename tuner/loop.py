@@ -1,9 +1,10 @@
 """The study loop: ask -> submit -> poll -> report/prune -> tell -> tell the listeners.
 
 Only this loop changes a study's state, and only through :mod:`tuner.records`' writers. It
-lives as long as one :meth:`tuner.study.Study.run`; :class:`~tuner.study.Study` builds what it
-needs (the optuna study, the sampler, the backend, the listeners) and injects the clock, so the
-loop runs in milliseconds in tests against an in-process backend.
+lives as long as one :meth:`tuner.orchestrator.Orchestrator.run`;
+:class:`~tuner.orchestrator.Orchestrator` builds what it needs (the optuna study, the
+sampler, the backend, the listeners) and injects the clock, so the loop runs in milliseconds in
+tests against an in-process backend.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger("tuner.tracking")
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag MLflow 3's UI reads for an experiment's kind (it asks for one if unset)."""
+MODEL_TRAINING = "custom_model_development"
+"""The kind of a study's experiment: model training, the runs table (not GenAI's traces)."""
 _BATCH_LIMIT = 1000
 """Metrics in one ``log_batch`` call (MLflow's own limit)."""
 
@@ -100,12 +103,17 @@ class MlflowWrites:
         client = self._client
         if state.experiment_id is None:
             found = client.get_experiment_by_name(data["experiment"])
+            # The kind tells MLflow 3's UI that the experiment is model training: it lists it
+            # there and does not ask which kind it is (an experiment of another kind keeps it).
             if found is None:
-                # Tells MLflow 3's UI to open on the runs table, not its GenAI overview.
-                kind = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+                kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
                 state.experiment_id = client.create_experiment(data["experiment"], tags=kind)
             else:
                 state.experiment_id = found.experiment_id
+                if EXPERIMENT_KIND_TAG not in found.tags:
+                    client.set_experiment_tag(
+                        state.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+                    )
             self.experiment_id = state.experiment_id
         if state.parent_run_id is None and data.get("parent_run_id"):
             state.parent_run_id = data["parent_run_id"]
@@ -306,3 +314,17 @@ def _finite(value: float) -> bool:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def runs_view_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs table (nested trial runs, charts).
+
+    MLflow 3.x (3.17 at least) picks an experiment's view from a switch of its own, "GenAI" or
+    "Model training", kept in the browser and GenAI at first: on GenAI, the parent run of a
+    study shows as an evaluation. ``workflowType`` in the address sets the switch.
+
+    Example:
+        >>> runs_view_url("http://127.0.0.1:5000/", "3")
+        'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"

@@ -5,12 +5,16 @@ short, tuner reaches inside, and only here: a trial's storage id (to tell a tria
 orchestrator left running), the study's storage, the cached read of trials that optuna's own
 samplers use, and the journal file's lock interface. ``tests/test_optuna_adapter.py`` checks
 each against the installed optuna; :data:`SUPPORTED` is the range the package declares.
+
+It also keeps optuna's own lines out of a script or notebook that calls tuner (:func:`quiet`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 # The journal file backend's lock interface and lock context (exported from its module only).
@@ -31,6 +35,7 @@ __all__ = [
     "journal_file_lock",
     "journal_path",
     "live_trial",
+    "quiet",
     "reload",
     "storage_of",
     "trial_id",
@@ -86,3 +91,46 @@ def journal_path(backend: JournalFileBackend) -> str:
     """The file a journal backend appends to."""
     path: str = backend._file_path  # noqa: SLF001
     return path
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+"""Blocks inside :func:`quiet` (in any thread): the first raises optuna's level, the last puts
+it back, so overlapping blocks never restore a level that another block had raised."""
+_quiet_saved = 0
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """optuna's INFO lines ("A new study created in Journal ...") and its
+    ``ExperimentalWarning`` silenced for the ``with`` block, then put back as they were.
+
+    optuna logs through a handler of its own at INFO, so a notebook or a script that calls
+    tuner would show optuna's lines among tuner's. Warnings and errors still show, and a level
+    the user set above WARNING is kept. Warning filters are process-wide: use it on the thread
+    that runs the study.
+
+    Example:
+        >>> import optuna
+        >>> with quiet():
+        ...     study = optuna.create_study()  # no "A new study created in memory" line
+    """
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    global _quiet_depth, _quiet_saved
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved = optuna.logging.get_verbosity()
+            if _quiet_saved < optuna.logging.WARNING:
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _quiet_depth += 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                optuna.logging.set_verbosity(_quiet_saved)

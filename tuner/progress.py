@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -78,16 +79,11 @@ class ProgressDisplay(Listener):
         if self._progress is None or not self._trial_lines:
             return
         style = _STYLE.get(record.state, "white")
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in record.params.items())
-        if record.state is TrialState.COMPLETE:
-            outcome = f"{self._metric}={_fmt(record.value)}"
-        elif record.state is TrialState.FAILED:
-            outcome = f"[red]{record.error}[/]"
-        else:
-            outcome = record.state.value.lower()
-        seconds = f" ({record.duration:.1f}s)" if record.duration is not None else ""
+        outcome, details = trial_line(record, self._metric)
+        if record.state is TrialState.FAILED:
+            outcome = f"[red]{escape(outcome)}[/]"
         self._progress.console.print(
-            f"[{style}]#{record.number:<4}[/] {outcome}  [dim]{params}{seconds}[/]",
+            f"[{style}]#{record.number:<4}[/] {outcome}  [dim]{escape(details)}[/]",
             highlight=False,
             soft_wrap=True,
         )
@@ -101,12 +97,7 @@ class ProgressDisplay(Listener):
     def study_progress(self, summary: StudySummary) -> None:
         if self._progress is None or self._task is None:
             return
-        counts = summary.counts
-        status = f"running {self._running} · failed {counts[TrialState.FAILED]}" + (
-            f" · best {self._metric} {_fmt(summary.best.value)} (#{summary.best.number})"
-            if summary.best is not None
-            else ""
-        )
+        status = status_line(summary, self._running, self._metric)
         self._progress.update(self._task, completed=summary.finished, status=status)
 
     def study_finished(self, summary: StudySummary) -> None:
@@ -119,5 +110,28 @@ class ProgressDisplay(Listener):
             self._progress = None
 
 
-def _fmt(value: Any) -> str:
+def trial_line(record: TrialRecord, metric: str) -> tuple[str, str]:
+    """A finished trial's outcome (its objective, error or state) and its parameters and
+    seconds, as the progress displays show them."""
+    if record.state is TrialState.COMPLETE:
+        outcome = f"{metric}={format_value(record.value)}"
+    elif record.state is TrialState.FAILED:
+        outcome = f"failed: {record.error}"
+    else:
+        outcome = record.state.value.lower()
+    params = " ".join(f"{k}={format_value(v)}" for k, v in record.params.items())
+    seconds = f" ({record.duration:.1f}s)" if record.duration is not None else ""
+    return outcome, params + seconds
+
+
+def status_line(summary: StudySummary, running: int, metric: str) -> str:
+    """Running and failed trials and the best so far, in one line."""
+    status = f"running {running} · failed {summary.counts[TrialState.FAILED]}"
+    if summary.best is not None:
+        status += f" · best {metric} {format_value(summary.best.value)} (#{summary.best.number})"
+    return status
+
+
+def format_value(value: Any) -> str:
+    """A parameter or metric value, short."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)

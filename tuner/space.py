@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.errors import InputError
 
@@ -73,6 +73,15 @@ class _Param(BaseModel):
     @classmethod
     def _check_when(cls, value: Any) -> dict[str, tuple[ChoiceValue, ...]]:
         return _normalise_when(value)
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if "type" in data:  # pydantic validating a spec's mapping: the spec reports it
+                raise
+            # built in Python, `tuner.Float(5, 1)`: said as a spec would, not as pydantic
+            raise _param_error(type(self).__name__, data, exc) from None
 
 
 class _Numeric(_Param):
@@ -213,6 +222,19 @@ def grid_values(param: Float | Int | Categorical) -> list[Any]:
     if isinstance(param, Float):
         return float_grid(param)
     return param.grid()
+
+
+def _param_error(kind: str, data: Mapping[str, Any], exc: ValidationError) -> SpaceError:
+    """A parameter built with bad values, in the words a YAML spec's error uses."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = f"`{field}` is required; add it"
+    elif error["type"] == "extra_forbidden":
+        message = f"unknown argument `{field}`"
+    args = ", ".join(f"{key}={value!r}" for key, value in data.items())
+    return SpaceError("", field, f"tuner.{kind}({args}): {message}")
 
 
 class SpaceError(InputError):

@@ -87,23 +87,33 @@ def _open_url(url: str) -> BaseStorage:
 def open_study(
     spec: StudySpec, sampler: BaseSampler | None = None, storage: BaseStorage | None = None
 ) -> optuna.Study:
-    """The optuna study for ``spec``, created or loaded, with ``sampler`` attached."""
+    """The optuna study for ``spec``, created or loaded, with ``sampler`` attached.
+
+    The study carries the objective's metric name, so optuna-dashboard and
+    ``optuna.visualization`` label their axes with it rather than "Objective 0".
+    """
     import optuna
     from optuna.study import StudyDirection
+
+    from tuner.optuna_adapter import quiet
 
     direction = (
         StudyDirection.MAXIMIZE
         if spec.objective.direction is Direction.MAXIMIZE
         else StudyDirection.MINIMIZE
     )
-    return optuna.create_study(
-        study_name=spec.name,
-        storage=storage if storage is not None else open_storage(spec),
-        sampler=sampler,
-        pruner=make_pruner(spec.pruner),
-        direction=direction,
-        load_if_exists=True,
-    )
+    with quiet():
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage if storage is not None else open_storage(spec),
+            sampler=sampler,
+            pruner=make_pruner(spec.pruner),
+            direction=direction,
+            load_if_exists=True,
+        )
+        if study.metric_names != [spec.objective.metric]:  # one write, not one per opening
+            study.set_metric_names([spec.objective.metric])
+    return study
 
 
 def load_study(spec: StudySpec) -> optuna.Study:
@@ -114,9 +124,12 @@ def load_study(spec: StudySpec) -> optuna.Study:
     """
     import optuna
 
+    from tuner.optuna_adapter import quiet
+
     storage = open_storage(spec)
     try:
-        return optuna.load_study(study_name=spec.name, storage=storage, sampler=None)
+        with quiet():
+            return optuna.load_study(study_name=spec.name, storage=storage, sampler=None)
     except KeyError:
         raise StudyNotFoundError(
             f"study `{spec.name}` has no state in {spec.storage.url or location(spec).journal}"

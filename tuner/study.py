@@ -1,213 +1,358 @@
-"""A study from its spec to its end: the wiring around :class:`tuner.loop.Loop`.
+"""The Python API: a study built with the keywords of its YAML spec, run, and its result.
 
-:class:`Study` opens the study's store, sampler, backend and listeners (MLflow, the progress
-display), holds the orchestrator's lock, runs the loop, and closes everything whatever happens.
-Each of them can be injected (a backend, listeners, a tracker, a storage, the clock), so the
-whole study runs in milliseconds in tests against an in-process backend.
+:class:`Study` takes the spec's sections as keyword arguments, with the same names, checks and
+error messages as the YAML form, plus short forms for the common case::
 
-Example:
-    >>> from tuner import Study, load_spec
-    >>> summary = Study(load_spec("examples/quickstart/study.yaml")).run()  # doctest: +SKIP
+    study = tuner.Study(
+        name="digits-svm",
+        trial=train_svm,                       # a function, lambda, closure, partial or "mod:fn"
+        space={"C": tuner.Float(1e-3, 1e3, log=True), "kernel": tuner.Categorical(["rbf"])},
+        objective="val_accuracy", direction="maximize",
+        strategy="bayesian",                   # or {"type": "bayesian", "engine": "tpe"}
+        max_trials=30, max_concurrent=2,       # budget fields, or budget={...}
+        backend="ray",                         # a name, a dict or a typed config
+    )
+    result = study.run()                       # a tuner.StudyResult
+    result.best.params, result.trials, result.plot_history()
+
+``study.to_yaml()`` writes the same spec as YAML and ``Study.from_yaml(path, **changes)`` reads
+one back, changed. The wiring that runs a study (store, backend, MLflow, lock) is
+:class:`tuner.orchestrator.Orchestrator`; this module only builds the spec and reads results.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.backend import Backend, BackendContext
-from tuner.events import Listeners, StudyListener
-from tuner.loop import Clock, Loop
-from tuner.optuna_adapter import reload
-from tuner.plugins import create_backend
-from tuner.records import Attr, StopReason, StudySummary
-from tuner.spec import StudySpec
-from tuner.store import (
-    StudyExistsError,
-    location,
-    open_storage,
-    open_study,
-    save_spec,
-)
-from tuner.strategies import make_sampler
-from tuner.tracking import MlflowTracker
+from pydantic import BaseModel
+
+from tuner.backend import FunctionEntry
+from tuner.errors import InputError
+from tuner.spec import StudySpec, load_spec, spec_from_mapping
 
 if TYPE_CHECKING:
-    import optuna
-    from optuna.storages import BaseStorage
+    from tuner.results import StudyResult
 
-    from tuner.locks import HeldLock
+SECTIONS = (
+    "name",
+    "objective",
+    "space",
+    "strategy",
+    "budget",
+    "pruner",
+    "trial",
+    "backend",
+    "tracking",
+    "storage",
+)
+"""The spec's sections, in the order YAML writes them; each is a keyword of :class:`Study`."""
 
+BUDGET_FIELDS = ("max_trials", "max_concurrent", "max_time", "max_failures", "max_cost")
+"""Budget fields :class:`Study` also takes as keywords of their own."""
 
-_DEFAULT = object()
+STRATEGIES = ("random", "grid", "bayesian")
+
+_UNSET: Any = object()
 
 
 class Study:
-    """Runs a study spec to the end of its budget.
+    """A study built in Python: the spec's sections as keywords, checked as YAML is.
 
     Args:
-        spec: the validated study spec.
-        backend: where trials run; built from ``spec.backend`` if not given (and then closed
-            at the end; a backend passed in is left open for its owner).
-        listeners: receive the study's events (the CLI passes its progress display).
-        tracker: the MLflow mirror; built from ``spec.tracking`` unless given (``None``: off).
-        storage: an optuna storage; the spec's (journal file by default) unless given.
-        clock: seconds, monotonic; for the time budget.
-        sleep: waits (between tries of a failing backend).
+        spec: a whole spec to start from (the other keywords change it).
+        name: the study's name (letters, digits, ``.``, ``_``, ``-``); a named trial
+            function's name if not given.
+        trial: the trial code: a callable taking the params dict (a function, lambda, closure
+            over notebook data or ``functools.partial``), a ``"module:function"`` reference, or
+            the mapping of the YAML ``trial:`` section (e.g. a ``command``).
+        space: parameter names to :class:`~tuner.Float`, :class:`~tuner.Int`,
+            :class:`~tuner.Categorical` (or their YAML mappings).
+        objective: the metric to optimise, or the ``objective:`` mapping.
+        direction: ``"minimize"`` (default) or ``"maximize"``, with a metric name as
+            ``objective``.
+        strategy: ``"random"``, ``"grid"``, ``"bayesian"``, an engine name (``"tpe"``,
+            ``"gp"``, ``"skopt"``: a bayesian strategy on it), the ``strategy:`` mapping or
+            a strategy model.
+        seed: the strategy's seed.
+        budget: the ``budget:`` mapping; its fields may also be given as keywords.
+        max_trials: finished trials before the study stops.
+        max_concurrent: trials running at once.
+        max_time: wall time of one run (seconds, or ``"1h30m"``).
+        max_failures: failed trials before the study stops.
+        max_cost: USD to spend (backends that know prices).
+        pruner: ``"median"``, ``"asha"``, ``"hyperband"``, the ``pruner:`` mapping or model.
+        backend: a backend name (``"ray"``), its mapping or its typed config.
+        tracking: the ``tracking:`` mapping, an MLflow tracking URI, or ``None`` for no MLflow.
+        storage: the ``storage:`` mapping, an optuna storage URL, or the studies' folder.
+
+    Raises:
+        SpecError: listing every problem, each with its field and how to fix it.
     """
 
     def __init__(
         self,
-        spec: StudySpec,
+        spec: StudySpec | None = None,
+        /,
         *,
-        backend: Backend | None = None,
-        listeners: Sequence[StudyListener] = (),
-        tracker: Any = _DEFAULT,
-        storage: BaseStorage | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        name: str | None = None,
+        trial: Callable[..., Any] | str | Mapping[str, Any] | BaseModel | None = None,
+        space: Mapping[str, Any] | None = None,
+        objective: str | Mapping[str, Any] | BaseModel | None = None,
+        direction: str | None = None,
+        strategy: str | Mapping[str, Any] | BaseModel | None = None,
+        seed: int | None = None,
+        budget: Mapping[str, Any] | BaseModel | None = None,
+        max_trials: int | None = None,
+        max_concurrent: int | None = None,
+        max_time: float | str | None = None,
+        max_failures: int | None = None,
+        max_cost: float | None = None,
+        pruner: str | Mapping[str, Any] | BaseModel | None = None,
+        backend: str | Mapping[str, Any] | BaseModel | None = None,
+        tracking: str | Mapping[str, Any] | BaseModel | None = _UNSET,
+        storage: str | Mapping[str, Any] | BaseModel | None = None,
     ):
-        self.spec = spec
-        self._backend = backend
-        self._extra_listeners = list(listeners)
-        self._tracker = tracker
-        self._storage = storage
-        self.clock = clock
-        self.sleep = sleep
-        self.summary: StudySummary | None = None
-        self.lock: HeldLock | None = None
-        """The orchestrator's lock while :meth:`run` holds it."""
-        self.engine: str | None = None
-        self.tracking_uri: str | None = None
+        given = {
+            "name": name,
+            "trial": trial,
+            "space": space,
+            "objective": objective,
+            "strategy": strategy,
+            "budget": budget,
+            "pruner": pruner,
+            "backend": backend,
+            "storage": storage,
+        }
+        data = _sections_of(spec) if spec is not None else {}
+        data.update({key: value for key, value in given.items() if value is not None})
+        if tracking is not _UNSET:
+            data["tracking"] = tracking
+        shortcuts = {
+            "direction": direction,
+            "seed": seed,
+            "max_trials": max_trials,
+            "max_concurrent": max_concurrent,
+            "max_time": max_time,
+            "max_failures": max_failures,
+            "max_cost": max_cost,
+        }
+        self.spec: StudySpec = build_spec(data, **shortcuts)
+        """The validated spec."""
 
-    # --- public --------------------------------------------------------------------------
-
-    def run(self, *, resume: bool = False) -> StudySummary:
-        """Runs trials until the budget ends or the space is exhausted.
-
-        Args:
-            resume: continue a study that already has trials; trials an earlier run left
-                running are reattached where the backend can, else queued again.
-
-        Returns:
-            The final summary; ``stop_reason`` says why it stopped.
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], /, **changes: Any) -> Study:
+        """A study from a YAML spec file, with any keyword of :class:`Study` changing it.
 
         Raises:
-            StudyExistsError: without ``resume``, if the study already has trials.
-            StudyBusyError: if another live process is running the study.
-            KeyboardInterrupt: after cancelling running trials and closing the study.
+            SpecError: with the file, line and field of every problem.
         """
-        from tuner.study_lock import study_lock
+        return cls(load_spec(path), **changes)
 
-        with study_lock(self.spec) as lock:
-            # `lock.lost` is set if another orchestrator takes the study over (shared storage)
-            self.lock = lock
-            return self._run(resume)
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The spec as YAML (written to ``path`` too, if given); ``from_yaml`` reads it back.
 
-    def _run(self, resume: bool) -> StudySummary:
-        spec = self.spec
-        storage = self._storage if self._storage is not None else open_storage(spec)
-        prior = _existing_trials(storage, spec.name)
-        if prior and not resume:
-            raise StudyExistsError(
-                f"study `{spec.name}` already has {prior} trials in {_where(spec)}; continue "
-                f"it with `tuner resume {spec.name}`, or give the spec a new `name`"
-            )
-        probe = open_study(spec, None, storage)
-        seed = probe.user_attrs.get(Attr.SEED)
-        if seed is None:
-            seed = spec.strategy.seed if spec.strategy.seed is not None else secrets.randbits(31)
-            probe.set_user_attr(Attr.SEED, seed)
-        sampler = make_sampler(spec.strategy, spec.search_space, _run_seed(seed, prior))
-        self.engine = sampler.engine
-        study = open_study(spec, sampler, storage)
-        study.set_user_attr(Attr.ENGINE, sampler.engine)
-        save_spec(spec)
-        uid = study.user_attrs.get(Attr.UID)
-        if uid is None:
-            uid = secrets.token_hex(6)
-            study.set_user_attr(Attr.UID, uid)
+        Raises:
+            InputError: if the trial function cannot be named by a ``module:function``
+                reference (a lambda, a closure, a partial, a function of ``__main__`` or of
+                a notebook): YAML can only refer to code in a module.
+        """
+        _check_referable(self.spec)
+        text = self.spec.to_yaml()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
 
-        owns_backend = self._backend is None
-        backend = self._backend or create_backend(
-            spec.backend,
-            BackendContext(
-                spec.name,
-                location(spec).root,
-                spec.budget.max_concurrent,
-                spec.trial.resources.to_resources(),
-                uid=uid,
-            ),
-        )
-        listeners = self._make_listeners(study)
-        events = Listeners(listeners)
-        loop = Loop(spec, study, sampler, backend, events, Clock(self.clock, self.sleep), self.lock)
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.spec.name
+
+    def run(
+        self, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+    ) -> StudyResult:
+        """Runs the study until its budget ends; returns its result.
+
+        Interrupting it (Ctrl-C, or the notebook's stop button) cancels the running trials,
+        keeps every finished one, and raises ``KeyboardInterrupt``; ``run(resume=True)``
+        continues from there.
+
+        Args:
+            resume: continue a study that already has trials (those cancelled by an
+                interruption run again).
+            overwrite: delete the study's earlier trials first (its MLflow runs stay).
+            progress: show the live progress (in a notebook's output or on the terminal).
+
+        Raises:
+            StudyExistsError: if the study already has trials and neither ``resume`` nor
+                ``overwrite`` is given.
+            StudyBusyError: if another live process runs the study.
+        """
+        from tuner.orchestrator import Orchestrator
+        from tuner.results import StudyResult
+        from tuner.store import StudyExistsError, delete_study
+
+        if resume and overwrite:
+            raise InputError("give `resume=True` or `overwrite=True`, not both")
+        if overwrite:
+            delete_study(self.spec)
+        display = _progress_display() if progress else None
+        orchestrator = Orchestrator(self.spec, listeners=[display] if display else [])
         try:
-            loop.start(seed=seed, resumed=resume and prior > 0)
-            loop.run()
+            summary = orchestrator.run(resume=resume)
+        except StudyExistsError:
+            raise StudyExistsError(
+                f"study `{self.name}` already has trials; `run(resume=True)` continues it, "
+                "`run(overwrite=True)` starts it over, or give the study another `name`"
+            ) from None
         except KeyboardInterrupt:
-            loop.stop_reason = StopReason.INTERRUPTED
+            if display is not None:
+                display.close()
+            _say(
+                f"interrupted: running trials were cancelled; `run(resume=True)` continues "
+                f"study {self.name}"
+            )
             raise
-        finally:
-            try:
-                self.summary = loop.finish()
-            finally:
-                events.close()
-                if owns_backend and not loop.abandoned:
-                    backend.close()
-        return self.summary
+        return StudyResult.read(self.spec, summary)
 
-    # --- wiring --------------------------------------------------------------------------
+    def result(self) -> StudyResult:
+        """The study's result as its store holds it now (while it runs, too).
 
-    def _make_listeners(self, study: optuna.Study) -> list[StudyListener]:
-        tracker = self._tracker
-        if tracker is _DEFAULT:
-            config = self.spec.tracking.mlflow
-            tracker = None
-            if config is not None:
-                tracker = MlflowTracker(
-                    config,
-                    keep_run_id=_run_id_keeper(study),
-                    study_dir=location(self.spec).root,
-                    load_study=lambda: _reload(study),
-                )
-        self.tracking_uri = getattr(tracker, "tracking_uri", None)
-        if self.tracking_uri:
-            study.set_user_attr(Attr.TRACKING_URI, self.tracking_uri)
-        return [*([tracker] if tracker is not None else []), *self._extra_listeners]
+        Raises:
+            StudyNotFoundError: if the study has not run yet.
+        """
+        from tuner.results import StudyResult
+
+        return StudyResult.read(self.spec)
+
+    def __repr__(self) -> str:
+        spec = self.spec
+        return (
+            f"Study({spec.name!r}: {spec.objective.direction.value} {spec.objective.metric} "
+            f"over {', '.join(spec.space)}; {spec.strategy.type} on {spec.backend.type})"
+        )
 
 
-def _reload(study: optuna.Study) -> optuna.Study:
-    """A fresh handle on ``study`` for another thread (the tracker's end-of-study plots)."""
+def build_spec(data: Mapping[str, Any], **shortcuts: Any) -> StudySpec:
+    """A spec from sections given as Python values, short forms expanded.
 
-    return reload(study)
+    Args:
+        data: sections by name: mappings as YAML has them, section models, or short forms
+            (a name for ``strategy``/``pruner``/``backend``, a metric for ``objective``, a
+            callable or reference for ``trial``).
+        shortcuts: ``direction``, ``seed`` and the budget fields; ``None`` leaves them be.
+
+    Raises:
+        SpecError: listing every problem.
+    """
+    sections = {key: _expand(key, value) for key, value in data.items()}
+    into = {"direction": "objective", "seed": "strategy"}
+    into.update(dict.fromkeys(BUDGET_FIELDS, "budget"))
+    for key, value in shortcuts.items():
+        if value is None:
+            continue
+        section = into[key]
+        current = sections.get(section)
+        if current is None and section == "strategy":
+            current = {"type": "bayesian"}
+        merged = _as_mapping(current) if current is not None else {}
+        if isinstance(merged, dict):
+            merged[key] = value
+        sections[section] = merged
+    if "name" not in sections:
+        name = _default_name(sections.get("trial"))
+        if name is not None:
+            sections["name"] = name
+    ordered = {key: sections[key] for key in SECTIONS if key in sections}
+    ordered.update({k: v for k, v in sections.items() if k not in ordered})
+    return spec_from_mapping(ordered)
 
 
-def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
-    """Stores run ids as study attributes: a trial may finish before its run exists, and
-    optuna refuses attribute writes to finished trials."""
-
-    def keep(number: int | None, run_id: str) -> None:
-        key = Attr.MLFLOW_PARENT_RUN_ID if number is None else f"{Attr.MLFLOW_RUN_ID}.{number}"
-        study.set_user_attr(key, run_id)
-
-    return keep
-
-
-def _existing_trials(storage: BaseStorage, name: str) -> int:
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False))
-
-
-def _run_seed(seed: int, prior_trials: int) -> int:
-    """The sampler seed for a run: the study's seed, varied on resume so draws do not repeat."""
-    return seed if prior_trials == 0 else (seed + 7919 * prior_trials) % 2**31
+def _expand(section: str, value: Any) -> Any:
+    """A section's short form as the mapping YAML would hold."""
+    if section == "trial" and (callable(value) or isinstance(value, str)):
+        return {"function": value}
+    if section == "objective" and isinstance(value, str):
+        return {"metric": value}
+    if section == "strategy" and isinstance(value, str):
+        return {"type": value} if value in STRATEGIES else {"type": "bayesian", "engine": value}
+    if section in ("pruner", "backend") and isinstance(value, str):
+        return {"type": value}
+    if section == "tracking":
+        if value is None:
+            return {"mlflow": None}
+        if isinstance(value, str):
+            return {"mlflow": {"tracking_uri": value}}
+    if section == "storage" and isinstance(value, str | os.PathLike):
+        text = os.fspath(value)
+        return {"url": text} if "://" in text else {"dir": text}
+    return value
 
 
-def _where(spec: StudySpec) -> str:
-    return spec.storage.url or str(location(spec).journal)
+def _as_mapping(value: Any) -> Any:
+    """A section model as its mapping, to change one of its keys."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value  # not a mapping: the spec's check says what is wrong with it
+
+
+def _default_name(trial: Any) -> str | None:
+    """A named trial function's name; else ``None`` and the spec's check asks for a `name`."""
+    function = trial.get("function") if isinstance(trial, Mapping) else None
+    name = getattr(function, "__name__", None)
+    if isinstance(name, str) and name.isidentifier():
+        return name.replace("_", "-")
+    return None
+
+
+def _sections_of(spec: StudySpec) -> dict[str, Any]:
+    """A spec's sections, to be checked again with changes.
+
+    The trial section carries what it was resolved against (the folders its function is
+    imported from, the command's working folder), as a saved spec does, and the function
+    object itself (a notebook's function has no other form).
+    """
+    sections = {key: getattr(spec, key) for key in SECTIONS}
+    trial = spec.trial.model_dump(exclude_none=True)
+    entry = spec.trial.entry
+    if isinstance(entry, FunctionEntry):
+        trial.update(path=list(entry.search_path), function=spec.trial.function)
+    else:
+        trial["workdir"] = entry.workdir
+    sections["trial"] = trial
+    return sections
+
+
+def _check_referable(spec: StudySpec) -> None:
+    from tuner.functions import is_referable
+
+    entry = spec.trial.entry
+    if isinstance(entry, FunctionEntry) and not is_referable(entry):
+        raise InputError(
+            f"the trial function `{entry.ref}` cannot be written to YAML: YAML refers to code "
+            "by `module:function`, and this one is defined in a notebook or a script's "
+            "`__main__`, or is a lambda, closure or partial; move it into a module (e.g. "
+            'train.py) and pass `trial="train:function"`'
+        )
+
+
+def _progress_display() -> Any:
+    from tuner.notebook import NotebookProgress, in_notebook
+
+    if in_notebook():
+        return NotebookProgress()
+    from rich.console import Console
+
+    from tuner.progress import ProgressDisplay
+
+    return ProgressDisplay(Console())
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)

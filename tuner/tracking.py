@@ -39,6 +39,7 @@ from tuner.writer import Op, OrderedWriter, load_ops, save_ops
 
 if TYPE_CHECKING:
     import optuna
+    from mlflow.tracking import MlflowClient
 
     from tuner.spec import MlflowTracking, StudySpec
 
@@ -48,7 +49,6 @@ PENDING_FILE = "mlflow-pending.jsonl"
 """Writes that could not reach MLflow before the study ended, one JSON object a line."""
 _BATCH_LIMIT = 1000
 """Metrics in one ``log_batch`` call (MLflow's own limit)."""
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PROGRESS_INTERVAL = 1.0
 """Seconds between updates of the parent run's counts and best trial."""
 RETRY_INTERVAL = 5.0
@@ -90,11 +90,9 @@ class MlflowTracker(MlflowWrites, Listener):
         flush_timeout: float | None = None,
         runs_ahead: bool = True,
     ):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = resolve_tracking_uri(config.tracking_uri)
         self._config = config
-        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client = quiet_client(self.tracking_uri)
         self._keep_run_id = keep_run_id or (lambda number, run_id: None)
         self._study_dir = study_dir
         self._load_study = load_study
@@ -428,6 +426,29 @@ def _summary_data(summary: StudySummary) -> dict[str, Any]:
         if best is None or best.value is None
         else {"number": best.number, "value": best.value, "params": dict(best.params)},
     }
+
+
+def quiet_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` that keeps MLflow's own lines out of the study's output.
+
+    Making a client opens its store, and a new database store logs its table creation at INFO;
+    on a tracking server, every run a client ends prints "View run ... at: URL" to stdout,
+    and the mirror ends one run per trial. MLflow's log level is put back once the client is
+    made, and only this client's URL lines go: a user's own runs still print theirs.
+    """
+    from mlflow.tracking import MlflowClient
+
+    logger = logging.getLogger("mlflow")
+    saved = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+    finally:
+        logger.setLevel(saved)
+    # MLflow has no switch for one client: its own is process-wide (an environment variable).
+    setattr(client._tracking_client, "_log_url", lambda run_id: None)  # noqa: B010, SLF001
+    return client
 
 
 def resolve_tracking_uri(uri: str | None) -> str:

@@ -38,7 +38,7 @@ from tuner.backends.sagemaker import (
 from tuner.records import Attr, StopReason, TrialState
 from tuner.spec import SpecError, load_spec_text
 from tuner.store import load_study, records
-from tuner.study import Study
+from tuner.orchestrator import Orchestrator
 from tuner.trial_runner import MetricParser
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1"
@@ -284,7 +284,7 @@ def test_each_trial_is_a_training_job_watched_by_batched_polling(
     )
     backend = _backend(spec)
     calls = _calls(backend)
-    summary = Study(spec, backend=backend, tracker=None).run()
+    summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 6
     prefix = job_prefix(spec.name)
@@ -333,7 +333,7 @@ def test_an_algorithm_error_is_a_failed_trial_with_its_reason_and_log(
 
     sagemaker.script = script
     spec = sm_spec(budget={"max_trials": 6, "max_concurrent": 3})
-    summary = Study(spec, tracker=None).run()
+    summary = Orchestrator(spec, tracker=None).run()
 
     failed = [t for t in records(load_study(spec)) if t.state is TrialState.FAILED]
     assert failed, "the seed should give some x > 0"
@@ -356,7 +356,7 @@ def test_an_infrastructure_failure_is_retried_as_a_new_job(
 
     sagemaker.script = script
     spec = sm_spec(budget={"max_trials": 3, "max_concurrent": 3})
-    summary = Study(spec, tracker=None).run()
+    summary = Orchestrator(spec, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 3
     prefix = job_prefix(spec.name)
@@ -374,7 +374,7 @@ def test_a_job_stopped_at_max_runtime_keeps_the_metrics_it_printed(
         secondary="MaxRuntimeExceeded",
     )
     spec = sm_spec(budget={"max_trials": 1, "max_concurrent": 1})
-    Study(spec, tracker=None).run()
+    Orchestrator(spec, tracker=None).run()
 
     (trial,) = records(load_study(spec))
     assert trial.state is TrialState.FAILED
@@ -390,7 +390,7 @@ def test_throttled_calls_are_retried(sagemaker: FakeSageMaker, sm_spec: Callable
     hooks = {op: _throttle(2) for op in ("CreateTrainingJob", "ListTrainingJobs")}
     for op, hook in hooks.items():
         backend._sm.meta.events.register(f"before-send.sagemaker.{op}", hook)
-    summary = Study(spec, backend=backend, tracker=None).run()
+    summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 3
     assert all(hook.state["left"] == 0 for hook in hooks.values())  # type: ignore[attr-defined]
@@ -414,7 +414,7 @@ def test_a_quota_refusal_queues_the_trial_and_lowers_the_concurrency(
 
     backend._create = create  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="tuner.backends.sagemaker"):
-        summary = Study(spec, backend=backend, tracker=None).run()
+        summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 6
     assert summary.counts[TrialState.FAILED] == 0
@@ -435,7 +435,7 @@ def test_timed_out_trials_stop_their_jobs(
         budget={"max_trials": 4, "max_concurrent": 2},
         trial={"timeout": 1.5},
     )
-    summary = Study(spec, tracker=None).run()
+    summary = Orchestrator(spec, tracker=None).run()
 
     assert summary.counts[TrialState.FAILED] == 4
     assert sorted(sagemaker.stops) == sorted(sagemaker.created)
@@ -448,7 +448,7 @@ def test_stopping_a_job_that_already_finished_is_a_success(
     sagemaker.script = _quadratic
     spec = sm_spec(budget={"max_trials": 1})
     backend = _backend(spec)
-    Study(spec, backend=backend, tracker=None).run()
+    Orchestrator(spec, backend=backend, tracker=None).run()
     (name,) = sagemaker.created
     assert sagemaker.status(name) == "Completed"
     # as if the orchestrator had not seen it finish yet
@@ -474,7 +474,7 @@ def test_a_job_missing_from_listings_counts_as_running(
             parsed["TrainingJobSummaries"] = []
 
     backend._sm.meta.events.register("after-call.sagemaker.ListTrainingJobs", lagging_listing)
-    summary = Study(spec, backend=backend, tracker=None).run()
+    summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert hidden["polls"] == 5
     assert summary.counts[TrialState.COMPLETE] == 2
@@ -518,7 +518,7 @@ def test_max_cost_stops_launching_and_spot_savings_are_reported(
             "spot": {"enabled": True, "max_wait": "2d"},
         },
     )
-    summary = Study(spec, tracker=None).run()
+    summary = Orchestrator(spec, tracker=None).run()
 
     assert summary.stop_reason is StopReason.MAX_COST
     assert summary.finished == 3  # 40 cents each: the third takes it past one dollar
@@ -542,7 +542,7 @@ def test_cost_and_the_job_reach_the_trials_mlflow_run(
         budget={"max_trials": 2, "max_concurrent": 2},
         tracking={"mlflow": {"tracking_uri": mlflow_uri, "experiment": "sm"}},
     )
-    Study(spec).run()
+    Orchestrator(spec).run()
 
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("sm")
@@ -652,7 +652,7 @@ def test_entry_points_run_through_the_sagemaker_training_toolkit(
             "environment": {"FAIL_ABOVE": "0.5"},
         },
     )
-    summary = Study(spec, tracker=None).run()
+    summary = Orchestrator(spec, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 2
     assert summary.counts[TrialState.FAILED] == 1
@@ -705,7 +705,7 @@ def test_stopping_a_toolkit_job_stops_its_whole_process_group(
             "environment": {"PID_DIR": str(pids)},
         },
     )
-    Study(spec, tracker=None).run()
+    Orchestrator(spec, tracker=None).run()
 
     (name,) = sagemaker.created
     started = json.loads((pids / f"{name}.json").read_text())
@@ -775,7 +775,7 @@ def test_tiny_jobs_on_a_real_aws_account(
         spec.backend, BackendContext(spec.name, Path("unused"), 3, uid=spec.name)
     )
     try:
-        summary = Study(spec, backend=backend, tracker=None).run()
+        summary = Orchestrator(spec, backend=backend, tracker=None).run()
         assert summary.counts[TrialState.COMPLETE] == 3
         assert summary.cost is not None
         assert summary.cost > 0
@@ -812,7 +812,7 @@ def test_a_failing_log_service_does_not_end_the_study(
     outage = _failing("ServiceUnavailableException", 503, 12)
     backend._logs.meta.events.register("before-send.cloudwatch-logs", outage)
     with caplog.at_level(logging.WARNING, logger="tuner.backends.sagemaker"):
-        summary = Study(spec, backend=backend, tracker=None).run()
+        summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert outage.state["left"] == 0  # type: ignore[attr-defined]
     assert "trying again at the next poll" in caplog.text
@@ -829,7 +829,7 @@ def test_a_stop_that_fails_is_sent_again(
     backend = _backend(spec)
     refusal = _failing("ThrottlingException", 400, 1)
     backend._sm.meta.events.register("before-send.sagemaker.StopTrainingJob", refusal)
-    Study(spec, backend=backend, tracker=None).run()
+    Orchestrator(spec, backend=backend, tracker=None).run()
     backend.close()
 
     (name,) = sagemaker.created
@@ -864,7 +864,7 @@ def test_a_zero_quota_fails_the_trial_and_says_how_to_fix(
         "Instances, with current utilization of 0 Instances"
     )
     spec = sm_spec(budget={"max_trials": 2, "max_failures": 2})
-    summary = Study(spec, tracker=None).run()
+    summary = Orchestrator(spec, tracker=None).run()
 
     assert summary.stop_reason is StopReason.MAX_FAILURES
     for trial in records(load_study(spec)):
@@ -910,7 +910,7 @@ def test_a_create_whose_answer_is_lost_is_found_not_duplicated(
     backend._sm.meta.events.register(
         "before-send.sagemaker.CreateTrainingJob", got_through_but_no_answer
     )
-    summary = Study(spec, backend=backend, tracker=None).run()
+    summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert lost["left"] == 0
     assert summary.counts[TrialState.COMPLETE] == 2
@@ -931,7 +931,7 @@ def test_jobs_missing_from_listings_for_long_are_described(
         "after-call.sagemaker.ListTrainingJobs",
         lambda parsed, **kwargs: parsed.update(TrainingJobSummaries=[]),
     )
-    summary = Study(spec, backend=backend, tracker=None).run()
+    summary = Orchestrator(spec, backend=backend, tracker=None).run()
 
     assert summary.counts[TrialState.COMPLETE] == 2
     assert calls["DescribeTrainingJob"] > 2  # each poll asked for the unlisted jobs
@@ -946,7 +946,7 @@ def test_metrics_come_from_the_first_instance_and_the_log_from_all(
         final_metrics={"loss": 2.0},
     )
     spec = sm_spec(budget={"max_trials": 1}, backend={"instance_count": 2})
-    Study(spec, tracker=None).run()
+    Orchestrator(spec, tracker=None).run()
 
     (stored,) = load_study(spec).get_trials()
     assert stored.intermediate_values == {0: 3.0, 1: 2.0}
@@ -962,7 +962,7 @@ def test_requests_past_sagemakers_limits_fail_the_trial_before_any_job(
         budget={"max_trials": 1, "max_failures": 1},
         trial={"metric_definitions": [LOSS, *many]},
     )
-    Study(spec, tracker=None).run()
+    Orchestrator(spec, tracker=None).run()
 
     (trial,) = records(load_study(spec))
     assert "at most 40 metric definitions" in (trial.error or "")

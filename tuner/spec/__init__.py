@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from tuner.space import Categorical, Float, Int
 from tuner.spec.issues import SpecError, SpecIssue
-from tuner.spec.loader import MAX_SPEC_BYTES, MAX_YAML_NODES, load_spec, load_spec_text
+from tuner.spec.loader import (
+    MAX_SPEC_BYTES,
+    MAX_YAML_NODES,
+    load_spec,
+    load_spec_text,
+    spec_from_mapping,
+)
 from tuner.spec.model import StudySpec
 from tuner.spec.schema import spec_json_schema
 from tuner.spec.sections import (
@@ -81,5 +87,6 @@ __all__ = [
     "load_spec_text",
     "parse_bytes",
     "parse_duration",
+    "spec_from_mapping",
     "spec_json_schema",
 ]

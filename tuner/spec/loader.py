@@ -206,12 +206,53 @@ def load_spec_text(
             ]
         )
 
+    if "name" not in data and source != "<spec>":
+        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(source).stem)[:63] or "study"
+    return _validate(data, nodes, issues, source, spec_dir, import_trial=import_trial)
+
+
+def spec_from_mapping(
+    data: dict[str, Any],
+    source: str = "tuner.Study",
+    spec_dir: str | None = None,
+    *,
+    import_trial: bool = True,
+) -> StudySpec:
+    """Validates a study spec given as Python values, with the checks and messages of YAML.
+
+    Sections may hold what YAML holds (mappings, lists, scalars) or the Python objects they
+    stand for (:class:`~tuner.space.Float`, a section model, a backend config, a callable).
+
+    Raises:
+        SpecError: every problem at once; an issue's location is its field path.
+    """
+    copied = _copy_containers(data)
+    return _validate(copied, _Nodes({}, {}, []), [], source, spec_dir, import_trial=import_trial)
+
+
+def _copy_containers(value: Any) -> Any:
+    """``value`` with its dicts and lists copied (checks replace bad numbers in place)."""
+    if isinstance(value, dict):
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(item) for item in value]
+    return value
+
+
+def _validate(
+    data: dict[str, Any],
+    nodes: _Nodes,
+    issues: list[SpecIssue],
+    source: str,
+    spec_dir: str | None,
+    *,
+    import_trial: bool,
+) -> StudySpec:
+    """The checks a spec's data goes through, whether it came from YAML or Python."""
     flagged = _check_numbers(data, ())
     for loc, message in flagged:
         issues.append(SpecIssue(source, *nodes.where(loc), _dotted(loc), message))
         _replace(data, loc, None)  # reported here; the model would only report it again
-    if "name" not in data and source != "<spec>":
-        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(source).stem)[:63] or "study"
     spec: StudySpec | None = None
     try:
         spec = StudySpec.model_validate(data, context={"spec_dir": spec_dir, "import_trial": False})

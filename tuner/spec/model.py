@@ -143,22 +143,38 @@ class StudySpec(_Section):
     def to_yaml(self, *, redact: bool = False) -> str:
         """The spec as YAML, with the folders its trial function is imported from.
 
-        A Python-built trial function is written as its ``module:function`` reference.
+        Only what differs from the defaults is written (and each section's ``type``). A
+        Python-built trial function is written as its ``module:function`` reference.
 
         Args:
             redact: mask secret-named ``env``/``environment`` values and URL passwords (see
                 :mod:`tuner.secrets`), for anything shown or logged. The study folder keeps
                 the unredacted form, which ``tuner resume`` runs with.
         """
-        data = self.model_dump(mode="json", exclude_none=True)
+        data = _with_tags(
+            self.model_dump(mode="json", exclude_defaults=True), self.model_dump(mode="json")
+        )
         entry = self.trial.entry
         if isinstance(entry, FunctionEntry):
-            data["trial"]["path"] = list(entry.search_path)
+            data["trial"].pop("path", None)
+            data["trial"] = {"path": list(entry.search_path), **data["trial"]}
         else:
             data["trial"]["workdir"] = entry.workdir
         if redact:
             data = redact_spec(data)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _with_tags(lean: Any, full: Any) -> Any:
+    """``lean`` (a dump without defaults) with the ``type`` tags ``full`` has put back first:
+    a section or parameter is read as its kind by its tag, default or not."""
+    if not isinstance(lean, dict) or not isinstance(full, dict):
+        if isinstance(lean, list) and isinstance(full, list):
+            return [_with_tags(a, b) for a, b in zip(lean, full, strict=False)]
+        return lean
+    tagged = {"type": full["type"]} if "type" in full else {}
+    tagged.update({key: _with_tags(value, full.get(key)) for key, value in lean.items()})
+    return tagged
 
 
 def _resolve_backend(value: Any, context: Mapping[str, Any] | None = None) -> Any:

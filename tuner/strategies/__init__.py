@@ -106,7 +106,7 @@ def make_sampler(
     Args:
         strategy: the validated strategy section.
         space: the search space every proposal must belong to.
-        seed: the seed for this run of the study (see ``tuner.study`` for how resumes vary it).
+        seed: the seed for this run of the study (``tuner.orchestrator`` varies it on resume).
     """
     engine, base = STRATEGIES[strategy.type](strategy, space, seed)
     return PendingAwareSampler(base, space, seed=seed, engine=engine)

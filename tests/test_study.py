@@ -83,10 +83,13 @@ def test_python_and_yaml_report_the_same_problems(case: str) -> None:
     assert all(issue.line is not None for issue in from_yaml.value.issues)
 
 
+LOG_FROM_ZERO = {"type": "float", "low": 0, "high": 1, "log": True}
+
+
 def test_a_parameter_built_wrong_says_so_in_the_words_of_the_spec() -> None:
     with pytest.raises(SpecError) as from_yaml:
         load_spec_text(
-            yaml.safe_dump({**BASE, "space": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}}}),
+            yaml.safe_dump({**BASE, "space": {"lr": LOG_FROM_ZERO}}),
             "study.yaml",
             str(ROOT),
         )
@@ -105,7 +108,7 @@ def test_every_problem_is_reported_at_once_with_its_field() -> None:
 
 def test_a_study_needs_a_name_unless_its_function_has_one() -> None:
     assert python_study(name=None).name == "quadratic"
-    with pytest.raises(SpecError, match="name.*required"):
+    with pytest.raises(SpecError, match=r"name.*required"):
         python_study(name=None, trial=lambda params: params["x"])
 
 
@@ -174,7 +177,8 @@ def test_a_python_study_written_as_yaml_reads_back_the_same(tmp_path: Path) -> N
     assert again.spec.model_dump(exclude={"trial"}) == study.spec.model_dump(exclude={"trial"})
     assert again.spec.trial.entry == study.spec.trial.entry
     assert again.to_yaml() == text
-    assert "when" not in text and "max_failures" not in text  # only what differs from defaults
+    assert "when" not in text
+    assert "max_failures" not in text
 
 
 def test_a_yaml_study_changed_in_python_keeps_the_rest() -> None:
@@ -268,18 +272,31 @@ def test_the_result_has_the_best_trial_a_table_and_plots(mlflow_uri: str) -> Non
     trials = result.trials
     assert isinstance(trials, pd.DataFrame)
     assert list(trials.columns) == [
-        "number", "state", "value", "x", "param.width", "loss", "metric.width", "seconds",
-        "attempts", "node", "cost", "run_id",
+        "number",
+        "state",
+        "value",
+        "x",
+        "param.width",
+        "loss",
+        "metric.width",
+        "seconds",
+        "attempts",
+        "node",
+        "cost",
+        "run_id",
     ]  # fmt: skip  (a parameter and a metric both named `width` are told apart)
-    assert len(trials) == 6 and set(trials["state"]) == {"COMPLETE"}
+    assert len(trials) == 6
+    assert set(trials["state"]) == {"COMPLETE"}
     assert (trials["metric.width"] == trials["param.width"] * 2.0).all()
-    assert (trials["seconds"] >= 0).all() and (trials["attempts"] == 1).all()
+    assert (trials["seconds"] >= 0).all()
+    assert (trials["attempts"] == 1).all()
     best = result.best
     assert best is not None
     assert best.value == trials["value"].min()
     assert best.params == {"x": best.params["x"], "width": best.params["width"]}
     assert best.metrics["width"] == best.params["width"] * 2.0
-    assert best.run_id is not None and best.run_id == trials.loc[best.number, "run_id"]
+    assert best.run_id is not None
+    assert best.run_id == trials.loc[best.number, "run_id"]
 
     import mlflow
 
@@ -294,7 +311,8 @@ def test_the_result_has_the_best_trial_a_table_and_plots(mlflow_uri: str) -> Non
     ):
         assert figure.data, "a figure with nothing drawn"
         assert "api" in figure.layout.title.text
-    assert "best: trial" in repr(result) and "best: trial" in result._repr_html_()
+    assert "best: trial" in repr(result)
+    assert "best: trial" in result._repr_html_()
 
 
 def test_load_reads_any_study_back_as_the_run_returned_it() -> None:

@@ -16,7 +16,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/lib/postgresql
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# The documentation site, into site/; --strict fails on a broken link, anchor or API reference.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -53,3 +53,18 @@ def gated(params: dict[str, Any]) -> float:
     while not Path(params["gate"]).exists():
         time.sleep(0.05)
     return float(params["x"])
+
+
+def accuracy_vs_latency(params: dict[str, Any]) -> dict[str, float]:
+    """A network whose error falls with its size while its latency and memory grow: two
+    objectives in tension (and a memory constraint) for multi-objective studies.
+
+    ``width`` and ``depth`` set the size, ``lr`` the learning rate (best near 1e-2); the error
+    curve is reported at three steps, so pruners can watch it.
+    """
+    size = params["width"] * params["depth"]
+    fit = (math.log10(params["lr"]) + 2.0) ** 2 * 0.05
+    error = 1.0 / (1.0 + 0.01 * size) + fit
+    for step in range(3):
+        tuner.report(step=step, error=error * (1.0 + 0.3 * (2 - step)))
+    return {"error": error, "latency_ms": 2.0 + 0.05 * size, "memory_mb": 4.0 * size}

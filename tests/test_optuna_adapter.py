@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import pytest
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from packaging.specifiers import SpecifierSet
@@ -59,3 +64,64 @@ def test_the_journal_lock_and_path_are_reachable(tmp_path: Path) -> None:
     with adapter.journal_file_lock(backend):
         pass
     assert issubclass(type(backend._lock), adapter.BaseJournalFileLock)
+
+
+@pytest.fixture
+def optuna_at_info() -> Iterator[None]:
+    """optuna's level as a new process has it (another test may have raised it)."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_quiet_silences_optunas_info_lines_and_experimental_warnings_for_its_block(
+    optuna_at_info: None,
+) -> None:
+    shown = _Lines()
+    logging.getLogger("optuna").addHandler(shown)  # beside optuna's own handler
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with adapter.quiet():
+                study = optuna.create_study(study_name="hushed")
+                study.set_metric_names(["loss"])
+            assert (shown.lines, caught) == ([], [])
+            assert optuna.logging.get_verbosity() == optuna.logging.INFO
+
+            study = optuna.create_study(study_name="heard")
+            study.set_metric_names(["loss"])
+    finally:
+        logging.getLogger("optuna").removeHandler(shown)
+    assert shown.lines == ["A new study created in memory with name: heard"]
+    assert [w.category for w in caught] == [ExperimentalWarning]
+
+
+def test_overlapping_quiet_blocks_put_optunas_level_back_once_the_last_ends(
+    optuna_at_info: None,
+) -> None:
+    first, second = adapter.quiet(), adapter.quiet()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # another thread's block ends first
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+    second.__exit__(None, None, None)
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO
+
+
+def test_quiet_keeps_a_level_the_user_set_above_warning(optuna_at_info: None) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with adapter.quiet():
+        assert optuna.logging.get_verbosity() == optuna.logging.ERROR
+    assert optuna.logging.get_verbosity() == optuna.logging.ERROR

@@ -144,7 +144,7 @@ def test_python_api_builds_the_same_spec_as_yaml() -> None:
             10,
             "cannot import module",
         ),
-        ("engine: tpe", "engine: cmaes", "strategy.engine", 8, "'gp', 'skopt' or 'tpe'"),
+        ("engine: tpe", "engine: bohb", "strategy.engine", 8, "'tpe' or 'nsga2'"),
         ("type: bayesian", "type: annealing", "strategy", 8, "random"),
         ("{type: ray}", "{type: slurm}", "backend", 11, "available backends"),
         ("{type: ray}", "{type: ray, cpus: 2}", "backend.cpus", 11, "did you mean"),

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from tuner import views
 from tuner.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, TunerError
-from tuner.records import StopReason, TrialState
+from tuner.records import StopReason, TrialRecord, TrialState
 from tuner.secrets import redact
 from tuner.spec import SpecError, StudySpec, load_spec
 from tuner.starter import StarterBackend, TrialKind
@@ -239,11 +239,15 @@ def validate(spec_path: SpecArg) -> None:
 def status(study: StudyArg) -> None:
     """Show a study's progress: counts per state, the best trial, recent failures."""
     from tuner.store import records, summarise
+    from tuner.warm_start import stored_report
 
     spec = _find(study)
-    trials = records(_load_study(spec))
+    optuna_study = _load_study(spec)
+    trials = records(optuna_study)
     summary = summarise(spec, trials)
     views.print_counts(console, summary)
+    if (warm := stored_report(optuna_study.user_attrs)) is not None:
+        console.print(f"warm start: {warm.describe()}", markup=False, highlight=False)
     environment = {**dict(getattr(spec.backend, "environment", None) or {}), **spec.trial.env}
     if environment:
         shown = ", ".join(f"{k}={v}" for k, v in redact(environment).items())
@@ -270,22 +274,46 @@ def best(
 
     spec = _find(study)
     summary = summarise(spec, records(_load_study(spec)))
-    if summary.best is None:
-        _fail(f"study `{spec.name}` has no completed trial yet", EXIT_ERROR)
-    record = summary.best
+    front = list(summary.front)
+    if not front:
+        _fail(f"study `{spec.name}` has no completed feasible trial yet", EXIT_ERROR)
     if as_json:
-        payload = {
-            "study": spec.name,
-            "trial": record.number,
-            "metric": spec.objective.metric,
-            "direction": spec.objective.direction.value,
-            "value": record.value,
-            "params": dict(record.params),
-            "metrics": dict(record.metrics),
-        }
+
+        def entry(record: TrialRecord) -> dict[str, Any]:
+            values = record.objective_values or ()
+            return {
+                "trial": record.number,
+                "values": {o.metric: v for o, v in zip(spec.objectives, values, strict=False)},
+                "params": dict(record.params),
+                "metrics": dict(record.metrics),
+                "mlflow_run_id": record.mlflow_run_id,
+            }
+
+        payload: dict[str, Any] = {"study": spec.name}
+        if spec.multi_objective:
+            payload["objectives"] = [
+                {"metric": o.metric, "direction": o.direction.value} for o in spec.objectives
+            ]
+            payload["front"] = [entry(record) for record in front]
+        else:
+            record = front[0]
+            payload |= {
+                "trial": record.number,
+                "metric": spec.primary.metric,
+                "direction": spec.primary.direction.value,
+                "value": record.value,
+                "params": dict(record.params),
+                "metrics": dict(record.metrics),
+                "mlflow_run_id": record.mlflow_run_id,
+            }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    console.print(views.trials_table(spec, [record], title=f"Best trial of {spec.name}"))
+    title = (
+        f"Pareto front of {spec.name} ({len(front)} trials: {views.objectives_text(spec)})"
+        if spec.multi_objective
+        else f"Best trial of {spec.name}"
+    )
+    console.print(views.trials_table(spec, front, title=title))
 
 
 @app.command()
@@ -316,10 +344,15 @@ def ui(
     study: StudyArg,
     port: Annotated[int, typer.Option(help="Port of the local MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Address the UI listens on.")] = "127.0.0.1",
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser/--no-browser", help="Open the page in a web browser, when there is one."
+        ),
+    ] = True,
 ) -> None:
-    """Open the MLflow UI on a study's tracking store (or print its URL for a server)."""
-    import subprocess
-
+    """Open the MLflow UI on a study's runs: a local UI on its tracking store, or its server."""
+    from tuner import mlflow_ui
     from tuner.records import Attr
     from tuner.tracking import resolve_tracking_uri
 
@@ -329,33 +362,36 @@ def ui(
     stored = _load_study(spec).user_attrs.get(Attr.TRACKING_URI)
     uri = stored or resolve_tracking_uri(spec.tracking.mlflow.tracking_uri)
     experiment = spec.tracking.mlflow.experiment or spec.name
+
+    def show(server: str, ending: str = "") -> None:
+        url = mlflow_ui.runs_view_url(server, mlflow_ui.experiment_id(server, experiment))
+        console.print(
+            f"MLflow UI for [bold]{escape(spec.name)}[/] (experiment {escape(experiment)}): "
+            f"{url}{ending}",
+            highlight=False,
+            soft_wrap=True,  # the address on one line, to copy or click
+        )
+        if browser:
+            mlflow_ui.open_in_browser(url)
+
     if uri.startswith(("http://", "https://")):
-        console.print(f"The study's runs are on {uri} (experiment [bold]{experiment}[/])")
+        show(uri)
         return
-    env = dict(os.environ)
-    if uri.startswith("file:") or "://" not in uri:
-        env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    console.print(
-        f"MLflow UI for [bold]{spec.name}[/] (experiment {experiment}) on "
-        f"[bold]http://{host}:{port}[/] — Ctrl-C stops it",
-        highlight=False,
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+    server = mlflow_ui.local_address(host, port)
+    process = mlflow_ui.start_server(uri, host, port)
     try:
-        raise typer.Exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
+        if not mlflow_ui.wait_until_up(server, process):
+            _fail(
+                f"the MLflow UI did not start on {host}:{port} (see its output above); if the "
+                "port is taken, choose another with `--port`",
+                EXIT_ERROR,
+            )
+        show(server, " — Ctrl-C stops it")
+        raise typer.Exit(process.wait())
+    except KeyboardInterrupt:  # the server has its Ctrl-C too (same process group)
         raise typer.Exit(0) from None
+    finally:
+        mlflow_ui.stop_server(process)
 
 
 @app.command()
@@ -377,14 +413,14 @@ def init(
     trial: Annotated[
         TrialKind | None,
         typer.Option(
-            help="A Python function or a program (command).  [default: function on ray, "
-            "command on sagemaker]",
+            help="A Python function or a program (command); default: function on ray, "
+            "command on sagemaker.",
             show_default=False,
         ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(help="The study's name.  [default: the folder's name]", show_default=False),
+        typer.Option(help="The study's name; default: the folder's name.", show_default=False),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite study.yaml and train.py if they exist.")

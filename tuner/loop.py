@@ -20,7 +20,7 @@ from tuner import failpoints
 from tuner.backend import Backend, ErrorKind, TrialHandle, TrialSpec, TrialStatus, TrialUpdate
 from tuner.budget import HARD_STOPS, Usage, stop_reason
 from tuner.events import Listeners, StudyStart
-from tuner.optuna_adapter import trial_id
+from tuner.optuna_adapter import PruningView, report_intermediate, set_constraints, trial_id
 from tuner.records import (
     Attr,
     StopReason,
@@ -33,7 +33,7 @@ from tuner.records import (
     store_cost,
     store_outcome,
 )
-from tuner.spec import Direction, StudySpec
+from tuner.spec import COST_METRIC, Direction, StudySpec
 from tuner.takeover import RunningTrial, requeue, take_over
 from tuner.trial_runner import objective_problem
 
@@ -73,7 +73,11 @@ class Loop:
         self.spec, self.study, self.sampler, self.backend = spec, study, sampler, backend
         self.events, self.clock, self.lock = events, clock, lock
         self.running: dict[int, RunningTrial] = {}
-        self.tally = Tally(maximize=spec.objective.direction is Direction.MAXIMIZE)
+        self.tally = Tally(spec.maximize)
+        self.pruning: PruningView | None = None
+        """Early stopping on the watched objective of a study of several."""
+        if spec.multi_objective and spec.pruner.type != "none":
+            self.pruning = PruningView(study, spec.primary.direction is Direction.MAXIMIZE)
         self.poll_failures = 0
         self.stop_reason: StopReason | None = None
         self.message: str | None = None
@@ -264,31 +268,68 @@ class Loop:
         if not update.metrics or update.step is None:
             return
         metrics = dict(update.metrics)
-        value = metrics.get(self.spec.objective.metric)
+        watched = self.spec.primary.metric
+        value = metrics.get(watched)
         fresh = value is not None and math.isfinite(value) and update.step > running.last_step
         if not fresh:  # the store keeps a step once (a retry's early steps are there already)
-            metrics.pop(self.spec.objective.metric, None)
+            metrics.pop(watched, None)
         if metrics:
             self.events.trial_reported(update.trial, update.step, metrics)
         if not fresh or value is None:
             return
-        running.trial.report(value, update.step)
         running.last_step = update.step
-        if self.spec.pruner.type != "none" and running.trial.should_prune():
+        if self.spec.multi_objective:  # optuna's `Trial.report` refuses several objectives
+            report_intermediate(running.trial, value, update.step)
+        else:
+            running.trial.report(value, update.step)
+        if self.spec.pruner.type == "none":
+            return
+        if self.pruning is not None:
+            prune = self.pruning.should_prune(running.trial)
+        else:
+            prune = running.trial.should_prune()
+        if prune:
             failpoints.hit("trial.pruning")
             self._stop(running)
             _log.info("trial %d pruned at step %d", running.trial.number, update.step)
-            metrics = {self.spec.objective.metric: value}
-            self._conclude(running, TrialState.PRUNED, value=value, metrics=metrics)
+            pruned_value = value if not self.spec.multi_objective else None
+            self._conclude(running, TrialState.PRUNED, value=pruned_value, metrics={watched: value})
 
     def _complete(self, running: RunningTrial, update: TrialUpdate) -> None:
         metrics = dict(update.metrics)
-        problem = objective_problem(metrics, self.spec.objective.metric)
-        if problem is not None:
-            self._fail(running, problem, replace(update, traceback=None))
-            return
-        value = metrics[self.spec.objective.metric]
-        self._conclude(running, TrialState.COMPLETE, update, value=value, metrics=metrics)
+        values = []
+        for objective in self.spec.objectives:
+            if objective.metric == COST_METRIC:
+                cost = running.total_cost(update.cost)
+                if cost is None:
+                    self._fail(running, "the backend did not say what the trial cost", update)
+                    return
+                values.append(cost)
+                continue
+            problem = objective_problem(metrics, objective.metric)
+            if problem is not None:
+                self._fail(running, problem, replace(update, traceback=None))
+                return
+            values.append(metrics[objective.metric])
+        broken = [
+            (constraint, violation)
+            for constraint in self.spec.constraints
+            if (violation := constraint.violation(metrics.get(constraint.metric))) > 0
+        ]
+        if self.spec.constraints:
+            set_constraints(
+                running.trial,
+                [c.violation(metrics.get(c.metric)) for c in self.spec.constraints],
+            )
+        self._conclude(
+            running,
+            TrialState.COMPLETE,
+            update,
+            value=values[0],
+            values=tuple(values),
+            metrics=metrics,
+            infeasible="; ".join(f"{c} ({_got(metrics, c.metric)})" for c, _ in broken) or None,
+        )
 
     def _fail(self, running: RunningTrial, error: str, update: TrialUpdate | None = None) -> None:
         _log.info("trial %d failed: %s", running.trial.number, error)
@@ -317,10 +358,13 @@ class Loop:
         )
         store_outcome(running.trial, record)
         if state is TrialState.COMPLETE:
-            self.study.tell(running.trial, record.value)
+            self.study.tell(running.trial, list(record.objective_values or ()))
             failpoints.hit("trial.told")
         else:
-            self.study.tell(running.trial, state=optuna_state(state))
+            objectives = len(self.spec.objectives)
+            if state is TrialState.PRUNED and objectives > 1:
+                running.trial.set_user_attr(Attr.PRUNED, True)
+            self.study.tell(running.trial, state=optuna_state(state, objectives=objectives))
         self.tally.add(record)
         self.events.trial_finished(record)
         self.events.study_progress(self.summary())
@@ -336,7 +380,7 @@ class Loop:
     def summary(self) -> StudySummary:
         """Where the study stands now."""
         spec, reason, message = self.spec, self.stop_reason, self.message
-        objective = spec.objective
+        objective = spec.primary
         return self.tally.summary(
             spec.name,
             objective.metric,
@@ -373,8 +417,14 @@ def _trial_spec(spec: StudySpec, running: RunningTrial) -> TrialSpec:
         number=running.trial.number,
         params=dict(running.record.params),
         entry=spec.trial.entry,
-        objective=spec.objective.metric,
+        objective=next(
+            (o.metric for o in spec.objectives if o.metric != COST_METRIC), spec.primary.metric
+        ),
         resources=spec.trial.resources.to_resources(),
         env=running.env,
         attempt=running.attempt,
     )
+
+
+def _got(metrics: dict[str, float], metric: str) -> str:
+    return f"{metric}={metrics[metric]:g}" if metric in metrics else f"no `{metric}` reported"

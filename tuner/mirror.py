@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tuner.records import MLFLOW_STATUS, TrialRecord, TrialState
+from tuner.records import MLFLOW_STATUS, TrialRecord, TrialState, is_own, pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -94,8 +94,10 @@ def converge(
     repairs: list[Repair] = []
     used: set[str] = set()
     numbers: set[int] = set()
-    for frozen in study.get_trials(deepcopy=False):
-        record = TrialRecord.from_optuna(frozen, attrs)
+    own = [frozen for frozen in study.get_trials(deepcopy=False) if is_own(frozen)]
+    records = [TrialRecord.from_optuna(frozen, attrs) for frozen in own]
+    front = pareto_numbers(study, records)
+    for frozen, record in zip(own, records, strict=True):
         numbers.add(record.number)
         stored = record.mlflow_run_id
         if stored:
@@ -109,7 +111,7 @@ def converge(
         candidates = [by_id[stored]] if stored in by_id else []
         candidates += [r for r in tagged.get(record.number, []) if r.info.run_id != stored]
         if not candidates:
-            run_id = _create(mirror, record, frozen.intermediate_values, objective)
+            run_id = _create(mirror, record, frozen.intermediate_values, objective, front)
             keep_run_id(record.number, run_id)
             used.add(run_id)
             repairs.append(Repair(record.number, "its run was missing; created it"))
@@ -121,7 +123,7 @@ def converge(
             repairs.append(Repair(record.number, f"deleted a second run {duplicate.info.run_id}"))
         if keep.info.run_id != stored:
             keep_run_id(record.number, keep.info.run_id)
-        found = _repair(mirror, keep, record, frozen.intermediate_values, objective, deep)
+        found = _repair(mirror, keep, record, frozen.intermediate_values, objective, deep, front)
         repairs.extend(Repair(record.number, what) for what in found)
     unused = [
         run
@@ -163,7 +165,19 @@ def _children(mirror: Mirror) -> list[Run]:
             return found
 
 
-def _expected_tags(mirror: Mirror, record: TrialRecord) -> dict[str, str]:
+def pareto_numbers(study: optuna.Study, records: list[TrialRecord]) -> set[int] | None:
+    """The numbers of the trials on the Pareto front of a study of several objectives (which
+    carry ``tuner.pareto=true``; its other completed trials ``false``); ``None`` for one."""
+    from optuna.study import StudyDirection
+
+    if len(study.directions) < 2:
+        return None
+    maximize = tuple(d == StudyDirection.MAXIMIZE for d in study.directions)
+    return {record.number for record in pareto_front(records, maximize)}
+
+
+def expected_tags(mirror: Mirror, record: TrialRecord, front: set[int] | None) -> dict[str, str]:
+    """The tags a trial's run carries (``tuner.pareto`` where ``front`` is known)."""
     tags = {
         **mirror.tags,
         "tuner.trial": str(record.number),
@@ -175,6 +189,10 @@ def _expected_tags(mirror: Mirror, record: TrialRecord) -> dict[str, str]:
         tags["tuner.node"] = record.node
     if record.error:
         tags["tuner.error"] = record.error[:5000]
+    if record.infeasible:
+        tags["tuner.infeasible"] = record.infeasible[:5000]
+    if front is not None and record.state is TrialState.COMPLETE:
+        tags["tuner.pareto"] = str(record.number in front).lower()
     return tags
 
 
@@ -185,7 +203,13 @@ def _final_metrics(record: TrialRecord) -> dict[str, float]:
     return metrics
 
 
-def _create(mirror: Mirror, record: TrialRecord, steps: Mapping[int, float], objective: str) -> str:
+def _create(
+    mirror: Mirror,
+    record: TrialRecord,
+    steps: Mapping[int, float],
+    objective: str,
+    front: set[int] | None,
+) -> str:
     from mlflow.entities import Param
 
     client = mirror.client
@@ -194,7 +218,7 @@ def _create(mirror: Mirror, record: TrialRecord, steps: Mapping[int, float], obj
         mirror.experiment_id,
         start_time=started,
         run_name=f"trial-{record.number:04d}",
-        tags={**_expected_tags(mirror, record), "mlflow.parentRunId": mirror.parent_run_id},
+        tags={**expected_tags(mirror, record, front), "mlflow.parentRunId": mirror.parent_run_id},
     )
     run_id = str(run.info.run_id)
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
@@ -211,6 +235,7 @@ def _repair(
     steps: Mapping[int, float],
     objective: str,
     deep: bool,
+    front: set[int] | None,
 ) -> list[str]:
     """Brings one run in line with its trial; returns what it changed."""
     from mlflow.entities import Param, RunTag
@@ -218,7 +243,8 @@ def _repair(
     client = mirror.client
     run_id = run.info.run_id
     done: list[str] = []
-    tags = {k: v for k, v in _expected_tags(mirror, record).items() if run.data.tags.get(k) != v}
+    expected = expected_tags(mirror, record, front).items()
+    tags = {k: v for k, v in expected if run.data.tags.get(k) != v}
     have_params = run.data.params
     params = {k: str(v) for k, v in record.params.items() if k not in have_params}
     if tags or params:

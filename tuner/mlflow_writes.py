@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger("tuner.tracking")
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-"""The experiment tag MLflow 3's UI reads for an experiment's kind (it asks for one if unset)."""
+"""The experiment tag with which MLflow 3's UI tells model training from GenAI experiments."""
 MODEL_TRAINING = "custom_model_development"
-"""The kind of a study's experiment: model training, the runs table (not GenAI's traces)."""
+"""The kind of a study's experiment: model training (runs), not GenAI (traces)."""
 _BATCH_LIMIT = 1000
 """Metrics in one ``log_batch`` call (MLflow's own limit)."""
 
@@ -103,8 +103,9 @@ class MlflowWrites:
         client = self._client
         if state.experiment_id is None:
             found = client.get_experiment_by_name(data["experiment"])
-            # The kind tells MLflow 3's UI that the experiment is model training: it lists it
-            # there and does not ask which kind it is (an experiment of another kind keeps it).
+            # MLflow 3 releases without the sidebar's view switch open the runs table (not the
+            # GenAI view) for this kind, and ask for one when it is missing; see tuner.mlflow_ui.
+            # An experiment the user gave another kind keeps it.
             if found is None:
                 kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
                 state.experiment_id = client.create_experiment(data["experiment"], tags=kind)
@@ -263,6 +264,26 @@ class MlflowWrites:
 
         write_study_artifacts(self._client, state.parent_run_id, self._load_study())
 
+    def _apply_pareto(self, data: dict[str, Any]) -> None:
+        """Tags the runs of a multi-objective study's completed trials ``tuner.pareto``."""
+        from mlflow.entities import RunTag
+
+        from tuner.mirror import pareto_numbers
+        from tuner.store import records
+
+        if self._load_study is None:
+            return
+        study = self._load_study()
+        trials = records(study)
+        front = pareto_numbers(study, trials)
+        if front is None:
+            return
+        for record in trials:
+            run_id = self._state.run_ids.get(record.number)
+            if run_id is not None and record.state is TrialState.COMPLETE:
+                tag = RunTag("tuner.pareto", str(record.number in front).lower())
+                self._client.log_batch(run_id, tags=[tag])
+
     def _apply_close_parent(self, data: dict[str, Any]) -> None:
         state = self._state
         if state.parent_run_id is None:
@@ -314,17 +335,3 @@ def _finite(value: float) -> bool:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def runs_view_url(server: str, experiment_id: str) -> str:
-    """The MLflow UI's page of an experiment's runs table (nested trial runs, charts).
-
-    MLflow 3.x (3.17 at least) picks an experiment's view from a switch of its own, "GenAI" or
-    "Model training", kept in the browser and GenAI at first: on GenAI, the parent run of a
-    study shows as an evaluation. ``workflowType`` in the address sets the switch.
-
-    Example:
-        >>> runs_view_url("http://127.0.0.1:5000/", "3")
-        'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
-    """
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"

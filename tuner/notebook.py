@@ -59,7 +59,7 @@ class NotebookProgress(Listener):
         self._clock = clock
         self._handle: Any = None
         self._header = ""
-        self._metric = "value"
+        self._metrics: tuple[str, ...] = ("value",)
         self._total: int | None = None
         self._summary: StudySummary | None = None
         self._recent: deque[str] = deque(maxlen=RECENT_TRIALS)
@@ -69,7 +69,7 @@ class NotebookProgress(Listener):
 
     def study_started(self, start: StudyStart) -> None:
         spec = start.spec
-        self._metric = spec.objective.metric
+        self._metrics = tuple(o.metric for o in spec.objectives)
         verb = "resuming" if start.resumed else "starting"
         self._header = (
             f"{spec.name}: {verb} — {spec.strategy.type} strategy (engine {start.engine}, "
@@ -87,7 +87,7 @@ class NotebookProgress(Listener):
 
     def trial_finished(self, record: TrialRecord) -> None:
         self._running = max(0, self._running - 1)
-        outcome, details = trial_line(record, self._metric)
+        outcome, details = trial_line(record, self._metrics)
         self._recent.append(f"#{record.number} {outcome}  {details}")
         self._draw()
 
@@ -119,7 +119,7 @@ class NotebookProgress(Listener):
         summary = self._summary
         if summary is None:
             return 0, "starting the backend…"
-        return summary.finished, status_line(summary, self._running, self._metric)
+        return summary.finished, status_line(summary, self._running, self._metrics)
 
     def _view(self) -> _View:
         done, status = self._status()

@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # The journal file backend's lock interface and lock context (exported from its module only).
 from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
@@ -30,13 +30,18 @@ SUPPORTED = ">=4.4,<6"
 """The optuna releases tuner is tested with (``pyproject.toml`` declares the same)."""
 
 __all__ = [
+    "CONSTRAINTS_KEY",
     "SUPPORTED",
     "BaseJournalFileLock",
+    "PruningView",
+    "constraint_args",
     "journal_file_lock",
     "journal_path",
     "live_trial",
     "quiet",
     "reload",
+    "report_intermediate",
+    "set_constraints",
     "storage_of",
     "trial_id",
     "trials_in",
@@ -134,3 +139,88 @@ def quiet() -> Iterator[None]:
             _quiet_depth -= 1
             if _quiet_depth == 0:
                 optuna.logging.set_verbosity(_quiet_saved)
+
+
+class _OneObjective:
+    """A storage as it would be for a study of one objective: every call passes through, but
+    the study's directions are the watched objective's alone."""
+
+    def __init__(self, storage: BaseStorage, maximize: bool):
+        from optuna.study import StudyDirection
+
+        self._storage = storage
+        self._direction = StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
+
+    def get_study_directions(self, study_id: int) -> list[optuna.study.StudyDirection]:
+        return [self._direction]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._storage, name)
+
+
+def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
+    """Keeps ``value`` as the trial's intermediate value at ``step``, in a study of one
+    objective or several (optuna's ``Trial.report`` refuses several)."""
+    storage_of(trial.study).set_trial_intermediate_value(trial_id(trial), step, value)
+
+
+class PruningView:
+    """Early stopping on one objective of a multi-objective study.
+
+    optuna's pruners refuse studies of several objectives (``Trial.report`` and
+    ``should_prune`` raise). Here a trial's intermediate values of the watched objective are
+    kept in the storage as for any trial (:func:`report_intermediate`), and the study's own
+    pruner judges them on a view of the study whose only direction is the watched
+    objective's: the pruners read intermediate values and directions, never final values.
+
+    Args:
+        study: the study (of several objectives).
+        maximize: whether the watched objective is maximised.
+    """
+
+    def __init__(self, study: optuna.Study, maximize: bool):
+        import optuna
+
+        self._storage = storage_of(study)
+        with quiet():
+            self._view = optuna.Study(
+                study_name=study.study_name,
+                storage=_OneObjective(self._storage, maximize),  # type: ignore[arg-type]
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=study.pruner,
+            )
+
+    def should_prune(self, trial: optuna.Trial) -> bool:
+        """Whether the study's pruner stops the trial, on its values reported so far."""
+        frozen = self._storage.get_trial(trial_id(trial))
+        return bool(self._view.pruner.prune(self._view, frozen))
+
+
+CONSTRAINTS_KEY = "constraints"
+"""The trial system attribute optuna's constrained samplers read (both the list form of
+optuna 4 and 5's per-key form are read by optuna 5)."""
+
+
+def set_constraints(trial: optuna.Trial, violations: Sequence[float]) -> None:
+    """Gives a trial its constraint values (``<= 0``: kept) before it is told, as optuna's
+    ``constraints_func`` would after: samplers that handle constraints then use them."""
+    storage_of(trial.study).set_trial_system_attr(
+        trial_id(trial), CONSTRAINTS_KEY, [float(v) for v in violations]
+    )
+
+
+def constraint_args(count: int) -> dict[str, Any]:
+    """A sampler's keyword arguments for constrained studies on this optuna.
+
+    optuna 5 finds the constraints a trial carries by itself; optuna 4 needs a
+    ``constraints_func``, which here reads back what :func:`set_constraints` stored.
+    """
+    import optuna
+
+    if count == 0 or int(optuna.__version__.split(".")[0]) >= 5:
+        return {}
+
+    def stored(frozen: FrozenTrial) -> Sequence[float]:
+        return list(frozen.system_attrs.get(CONSTRAINTS_KEY, [1.0] * count))
+
+    return {"constraints_func": stored}

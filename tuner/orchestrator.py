@@ -32,8 +32,9 @@ from tuner.store import (
     open_study,
     save_spec,
 )
-from tuner.strategies import make_sampler
+from tuner.strategies import Problem, make_sampler
 from tuner.tracking import MlflowTracker
+from tuner.warm_start import WarmStartReport, prepare
 
 if TYPE_CHECKING:
     import optuna
@@ -81,6 +82,8 @@ class Orchestrator:
         self.lock: HeldLock | None = None
         """The orchestrator's lock while :meth:`run` holds it."""
         self.engine: str | None = None
+        self.warm_start: WarmStartReport | None = None
+        """What the spec's ``warm_start`` told the study (kept as a study attribute too)."""
         self.tracking_uri: str | None = None
 
     # --- public --------------------------------------------------------------------------
@@ -121,7 +124,8 @@ class Orchestrator:
         if seed is None:
             seed = spec.strategy.seed if spec.strategy.seed is not None else secrets.randbits(31)
             probe.set_user_attr(Attr.SEED, seed)
-        sampler = make_sampler(spec.strategy, spec.search_space, _run_seed(seed, prior))
+        problem = Problem(objectives=len(spec.objectives), constraints=len(spec.constraints))
+        sampler = make_sampler(spec.strategy, spec.search_space, _run_seed(seed, prior), problem)
         self.engine = sampler.engine
         study = open_study(spec, sampler, storage)
         study.set_user_attr(Attr.ENGINE, sampler.engine)
@@ -130,6 +134,8 @@ class Orchestrator:
         if uid is None:
             uid = secrets.token_hex(6)
             study.set_user_attr(Attr.UID, uid)
+        # Before the first proposal: earlier trials told (once), seed trials queued (once).
+        self.warm_start = prepare(study, spec)
 
         owns_backend = self._backend is None
         backend = self._backend or create_backend(

@@ -20,17 +20,22 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 PLOTS = (
+    "pareto_front",
     "optimization_history",
     "parallel_coordinate",
     "param_importances",
     "intermediate_values",
 )
+_TARGETED = ("optimization_history", "parallel_coordinate", "param_importances")
+"""Plots of one objective: given the first objective's values in a study of several."""
 
 
 def _usable(study: optuna.Study, name: str) -> bool:
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if name == "pareto_front":
+        return len(study.directions) > 1 and len(complete) >= 1
     if name == "param_importances":
         return len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1
     if name == "intermediate_values":
@@ -44,6 +49,9 @@ def write_study_artifacts(client: MlflowClient, run_id: str, study: optuna.Study
     frame = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
     client.log_text(run_id, frame.to_csv(index=False), "trials.csv")
     written.append("trials.csv")
+    if len(study.directions) > 1:
+        client.log_text(run_id, _front_table(study), "pareto.csv")
+        written.append("pareto.csv")
     names = [name for name in PLOTS if _usable(study, name)]
     written += _static(client, run_id, study, names)
     written += _interactive(client, run_id, study, names)
@@ -69,7 +77,7 @@ def _static(client: MlflowClient, run_id: str, study: optuna.Study, names: list[
                 # Degenerate axes (one value tried) are expected in small studies.
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)
-                figure = _figure_of(plot(study))
+                figure = _figure_of(plot(study, **_arguments(study, name)))
                 client.log_figure(run_id, figure, path)
             plt.close(figure)
             written.append(path)
@@ -95,7 +103,9 @@ def _interactive(
     parts: list[str] = []
     for name in names:
         try:
-            figure = getattr(optuna_plotly, f"plot_{name}")(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # small studies make degenerate plots
+                figure = getattr(optuna_plotly, f"plot_{name}")(study, **_arguments(study, name))
         except Exception as exc:
             _log.info("no interactive %s plot: %s", name, exc)
             continue
@@ -108,3 +118,34 @@ def _interactive(
     )
     client.log_text(run_id, page, "plots/plots.html")
     return ["plots/plots.html"]
+
+
+def _arguments(study: optuna.Study, name: str) -> dict[str, Any]:
+    """A plot's arguments: in a study of several objectives, one-objective plots show the
+    first objective (by its metric name)."""
+    if len(study.directions) < 2 or name not in _TARGETED:
+        return {}
+    names = study.metric_names or ["objective 0"]
+    return {"target": lambda trial: trial.values[0], "target_name": names[0]}
+
+
+def _front_table(study: optuna.Study) -> str:
+    """The Pareto front as CSV: trial number, each objective's value, the parameters."""
+    import csv
+    import io
+
+    from tuner.mirror import pareto_numbers
+    from tuner.store import records
+
+    trials = records(study)
+    front = pareto_numbers(study, trials) or set()
+    names = list(dict.fromkeys(k for t in trials for k in t.params))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    metrics = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    writer.writerow(["number", *metrics, *names])
+    for trial in trials:
+        if trial.number in front:
+            values = trial.objective_values or ()
+            writer.writerow([trial.number, *values, *(trial.params.get(n, "") for n in names)])
+    return out.getvalue()

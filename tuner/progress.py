@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -40,12 +41,12 @@ class ProgressDisplay(Listener):
         self._trial_lines = trial_lines
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._metric = "value"
+        self._metrics: tuple[str, ...] = ("value",)
         self._running = 0
 
     def study_started(self, start: StudyStart) -> None:
         spec = start.spec
-        self._metric = spec.objective.metric
+        self._metrics = tuple(o.metric for o in spec.objectives)
         verb = "resuming" if start.resumed else "starting"
         self._console.print(
             f"[bold]{spec.name}[/]: {verb} — {spec.strategy.type} strategy "
@@ -79,7 +80,7 @@ class ProgressDisplay(Listener):
         if self._progress is None or not self._trial_lines:
             return
         style = _STYLE.get(record.state, "white")
-        outcome, details = trial_line(record, self._metric)
+        outcome, details = trial_line(record, self._metrics)
         if record.state is TrialState.FAILED:
             outcome = f"[red]{escape(outcome)}[/]"
         self._progress.console.print(
@@ -97,7 +98,7 @@ class ProgressDisplay(Listener):
     def study_progress(self, summary: StudySummary) -> None:
         if self._progress is None or self._task is None:
             return
-        status = status_line(summary, self._running, self._metric)
+        status = status_line(summary, self._running, self._metrics)
         self._progress.update(self._task, completed=summary.finished, status=status)
 
     def study_finished(self, summary: StudySummary) -> None:
@@ -110,11 +111,14 @@ class ProgressDisplay(Listener):
             self._progress = None
 
 
-def trial_line(record: TrialRecord, metric: str) -> tuple[str, str]:
-    """A finished trial's outcome (its objective, error or state) and its parameters and
+def trial_line(record: TrialRecord, metrics: Sequence[str]) -> tuple[str, str]:
+    """A finished trial's outcome (its objectives, error or state) and its parameters and
     seconds, as the progress displays show them."""
-    if record.state is TrialState.COMPLETE:
-        outcome = f"{metric}={format_value(record.value)}"
+    values = record.objective_values or ()
+    if record.state is TrialState.COMPLETE and len(values) == len(metrics):
+        outcome = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values, strict=True))
+        if record.infeasible:
+            outcome += f" infeasible: {record.infeasible}"
     elif record.state is TrialState.FAILED:
         outcome = f"failed: {record.error}"
     else:
@@ -124,11 +128,16 @@ def trial_line(record: TrialRecord, metric: str) -> tuple[str, str]:
     return outcome, params + seconds
 
 
-def status_line(summary: StudySummary, running: int, metric: str) -> str:
-    """Running and failed trials and the best so far, in one line."""
+def status_line(summary: StudySummary, running: int, metrics: Sequence[str]) -> str:
+    """Running and failed trials and the best so far (or the Pareto front's size), in one
+    line."""
     status = f"running {running} · failed {summary.counts[TrialState.FAILED]}"
-    if summary.best is not None:
-        status += f" · best {metric} {format_value(summary.best.value)} (#{summary.best.number})"
+    if len(metrics) > 1:
+        if summary.front:
+            status += f" · Pareto front {len(summary.front)} trials"
+    elif summary.best is not None:
+        best = format_value(summary.best.value)
+        status += f" · best {metrics[0]} {best} (#{summary.best.number})"
     return status
 
 

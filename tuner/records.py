@@ -32,6 +32,9 @@ class Attr:
     ATTEMPTS = "tuner.attempts"
     RETRIES = "tuner.retries"
     CANCELLED = "tuner.cancelled"
+    PRUNED = "tuner.pruned"
+    """A pruned trial of a study of several objectives, kept as a failed optuna trial (optuna's
+    samplers do not expect pruned trials there)."""
     COST = "tuner.cost"
     """What the trial cost on its backend, in USD."""
     DETAILS = "tuner.details"
@@ -46,6 +49,14 @@ class Attr:
     SPEC = "tuner.spec"
     UID = "tuner.uid"
     """A random id of the study, unlike its name unique for ever (tags its cloud jobs)."""
+    WARM_START = "tuner.warm_start"
+    """Trial attribute: where a trial told from a warm start came from (it never ran here)."""
+    WARM_STARTED = "tuner.warm_started"
+    """Study attribute: JSON of what the warm start told (source, trials used and dropped)."""
+    SEEDED = "tuner.seeded"
+    """Study attribute: the spec's ``seed_trials`` are queued (once, on the first run)."""
+    INFEASIBLE = "tuner.infeasible"
+    """Trial attribute: the constraints a trial broke (it is never the best)."""
 
 
 class TrialState(enum.Enum):
@@ -78,18 +89,31 @@ MLFLOW_STATUS = {
 """The MLflow run status of a trial in each state."""
 
 
-def state_from_optuna(state: optuna.trial.TrialState, *, cancelled: bool = False) -> TrialState:
-    """The trial's state from optuna's (and the ``tuner.cancelled`` mark)."""
+def is_own(trial: FrozenTrial) -> bool:
+    """Whether a stored trial is one of the study's own, not one told from a warm start
+    (those inform the strategy only: never run, counted, tracked or reported)."""
+    return Attr.WARM_START not in trial.user_attrs
+
+
+def state_from_optuna(
+    state: optuna.trial.TrialState, *, cancelled: bool = False, pruned: bool = False
+) -> TrialState:
+    """The trial's state from optuna's (and the ``tuner.cancelled``/``tuner.pruned`` marks)."""
     if cancelled:
         return TrialState.CANCELLED
+    if pruned:
+        return TrialState.PRUNED
     return TrialState[{"FAIL": "FAILED"}.get(state.name, state.name)]
 
 
-def optuna_state(state: TrialState) -> optuna.trial.TrialState:
-    """The optuna state a trial in ``state`` is stored with."""
+def optuna_state(state: TrialState, *, objectives: int = 1) -> optuna.trial.TrialState:
+    """The optuna state a trial in ``state`` is stored with (a pruned trial of a study of
+    several objectives as failed, marked ``tuner.pruned``)."""
     from optuna.trial import TrialState as OptunaState
 
     if state in (TrialState.FAILED, TrialState.CANCELLED):
+        return OptunaState.FAIL
+    if state is TrialState.PRUNED and objectives > 1:
         return OptunaState.FAIL
     return OptunaState[state.name]
 
@@ -113,6 +137,7 @@ class TrialRecord:
     state: TrialState
     params: Mapping[str, Any]
     value: float | None = None
+    """The (first) objective's value."""
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
     traceback: str | None = None
@@ -127,6 +152,17 @@ class TrialRecord:
     """USD, when the backend knows what the trial cost."""
     details: Mapping[str, str | float] = field(default_factory=dict)
     """What the backend tells about the trial: strings become MLflow tags, numbers metrics."""
+    values: tuple[float, ...] | None = None
+    """Every objective's value, in the spec's order (several in a multi-objective study)."""
+    infeasible: str | None = None
+    """The constraints the trial broke (it is never the best), or ``None``."""
+
+    @property
+    def objective_values(self) -> tuple[float, ...] | None:
+        """Every objective's value: ``values``, or ``(value,)`` where only that is known."""
+        if self.values is not None:
+            return self.values
+        return None if self.value is None else (self.value,)
 
     @property
     def duration(self) -> float | None:
@@ -146,7 +182,11 @@ class TrialRecord:
             study_attrs: the study's user attributes, where MLflow run ids are kept.
         """
         attrs = trial.user_attrs
-        state = state_from_optuna(trial.state, cancelled=bool(attrs.get(Attr.CANCELLED)))
+        state = state_from_optuna(
+            trial.state,
+            cancelled=bool(attrs.get(Attr.CANCELLED)),
+            pruned=bool(attrs.get(Attr.PRUNED)),
+        )
         metrics = attrs.get(Attr.METRICS) or {}
         details = attrs.get(Attr.DETAILS) or {}
         cost = attrs.get(Attr.COST)
@@ -154,7 +194,9 @@ class TrialRecord:
             number=trial.number,
             state=state,
             params=dict(trial.params),
-            value=trial.value if trial.values is not None else None,
+            value=trial.values[0] if trial.values else None,
+            values=tuple(trial.values) if trial.values else None,
+            infeasible=attrs.get(Attr.INFEASIBLE),
             metrics=dict(json.loads(metrics) if isinstance(metrics, str) else metrics),
             error=attrs.get(Attr.ERROR),
             traceback=attrs.get(Attr.TRACEBACK),
@@ -178,12 +220,16 @@ class StudySummary:
     direction: str
     counts: Mapping[TrialState, int]
     best: TrialRecord | None
+    """The best feasible completed trial (``None`` in a multi-objective study: see ``front``)."""
     stop_reason: StopReason | None = None
     message: str | None = None
     cost: float | None = None
     """USD spent on finished trials, when the backend knows costs."""
     totals: Mapping[str, float] = field(default_factory=dict)
     """Sums of the numeric details backends gave for finished trials (e.g. spot savings)."""
+    front: tuple[TrialRecord, ...] = ()
+    """The feasible completed trials no other one dominates, in trial order (the best trial
+    alone in a single-objective study)."""
 
     @property
     def finished(self) -> int:
@@ -193,31 +239,56 @@ class StudySummary:
 
 @dataclass
 class Tally:
-    """Counts and the best trial, kept as trials finish (no storage scans on the hot path)."""
+    """Counts and the best trials, kept as trials finish (no storage scans on the hot path).
 
-    maximize: bool
+    Args:
+        maximize: per objective, whether it is maximised (one ``bool`` for one objective).
+    """
+
+    maximize: tuple[bool, ...] | bool
     counts: dict[TrialState, int] = field(default_factory=lambda: dict.fromkeys(TrialState, 0))
-    best: TrialRecord | None = None
+    front: list[TrialRecord] = field(default_factory=list)
+    """The feasible completed trials no other one dominates (one: the best, for one objective)."""
     cost: float | None = None
     totals: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.maximize, bool):
+            self.maximize = (self.maximize,)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The best feasible trial of a single-objective study (``None`` for several)."""
+        return self.front[0] if self.front and len(self._senses) == 1 else None
+
+    @property
+    def _senses(self) -> tuple[bool, ...]:
+        assert isinstance(self.maximize, tuple)
+        return self.maximize
+
     def add(self, record: TrialRecord) -> bool:
-        """Counts ``record``; returns whether it is the new best."""
+        """Counts ``record``; returns whether it is a new best (joins the Pareto front)."""
         self.counts[record.state] += 1
         self.spend(record.cost)
         for key, value in record.details.items():
             if isinstance(value, int | float) and key.endswith("_usd"):
                 self.totals[key] = self.totals.get(key, 0.0) + value
-        if record.state is not TrialState.COMPLETE or record.value is None:
-            return False
+        values = record.objective_values
         if (
-            self.best is None
-            or self.best.value is None
-            or (record.value > self.best.value if self.maximize else record.value < self.best.value)
+            record.state is not TrialState.COMPLETE
+            or values is None
+            or len(values) != len(self._senses)
+            or record.infeasible
         ):
-            self.best = record
-            return True
-        return False
+            return False
+        if any(_dominates(other, values, self._senses) for other in self.front):
+            return False
+        if len(self._senses) == 1 and self.front and self.front[0].objective_values == values:
+            return False  # a tie keeps the earlier trial
+        self.front = [other for other in self.front if not _dominates(values, other, self._senses)]
+        self.front.append(record)
+        self.front.sort(key=lambda r: r.number)
+        return True
 
     def summary(
         self,
@@ -240,6 +311,7 @@ class Tally:
             message=message,
             cost=self.cost,
             totals=dict(self.totals),
+            front=tuple(self.front),
         )
 
     def spend(self, cost: float | None) -> None:
@@ -250,6 +322,26 @@ class Tally:
     @property
     def finished(self) -> int:
         return sum(n for s, n in self.counts.items() if s.is_finished())
+
+
+def _dominates(
+    a: TrialRecord | tuple[float, ...], b: TrialRecord | tuple[float, ...], senses: tuple[bool, ...]
+) -> bool:
+    """Whether ``a`` is at least as good as ``b`` in every objective and better in one."""
+    av = a.objective_values if isinstance(a, TrialRecord) else a
+    bv = b.objective_values if isinstance(b, TrialRecord) else b
+    assert av is not None
+    assert bv is not None
+    signed = [(x, y) if up else (-x, -y) for x, y, up in zip(av, bv, senses, strict=True)]
+    return all(x >= y for x, y in signed) and any(x > y for x, y in signed)
+
+
+def pareto_front(records: Sequence[TrialRecord], maximize: tuple[bool, ...]) -> list[TrialRecord]:
+    """The feasible completed trials of ``records`` that no other one dominates."""
+    tally = Tally(maximize)
+    for record in records:
+        tally.add(record)
+    return tally.front
 
 
 # --- writing a trial's outcome: what `TrialRecord.from_optuna` reads back --------------------
@@ -293,6 +385,8 @@ def store_outcome(trial: optuna.Trial, record: TrialRecord) -> None:
         trial.set_user_attr(Attr.METRICS, json.dumps(dict(record.metrics)))
     if record.log:
         trial.set_user_attr(Attr.LOG_TAIL, record.log[-LOG_TAIL_CHARS:])
+    if record.infeasible:
+        trial.set_user_attr(Attr.INFEASIBLE, record.infeasible)
 
 
 def store_requeued(storage: BaseStorage, trial_id: int) -> None:

@@ -47,17 +47,21 @@ class BestTrial:
     value: float
     metrics: Mapping[str, float]
     run_id: str | None
+    values: Mapping[str, float]
+    """Every objective's value by its metric (one entry for one objective)."""
 
     @classmethod
-    def of(cls, record: TrialRecord) -> BestTrial:
+    def of(cls, record: TrialRecord, objectives: Sequence[str]) -> BestTrial:
         """The best trial from its record."""
         assert record.value is not None
+        values = record.objective_values or ()
         return cls(
             number=record.number,
             params=dict(record.params),
             value=record.value,
             metrics=dict(record.metrics),
             run_id=record.mlflow_run_id,
+            values=dict(zip(objectives, values, strict=False)),
         )
 
 
@@ -100,11 +104,10 @@ class StudyResult:
         Raises:
             StudyNotFoundError: if the study has no state yet.
         """
-        from tuner.store import load_study, summarise
+        from tuner.store import load_study, records, summarise
 
         study = load_study(spec)
-        attrs = study.user_attrs
-        trials = [TrialRecord.from_optuna(t, attrs) for t in study.get_trials(deepcopy=False)]
+        trials = records(study)
         fresh = summarise(spec, trials)
         if summary is not None:
             fresh = replace(fresh, stop_reason=summary.stop_reason, message=summary.message)
@@ -118,13 +121,21 @@ class StudyResult:
         return self.spec.name
 
     @property
-    def best(self) -> BestTrial | None:
-        """The best completed trial, or ``None`` before any trial completed."""
-        best = self.summary.best
-        if best is None:
-            return None
-        record = next((t for t in self.records if t.number == best.number), best)
-        return BestTrial.of(record)
+    def best(self) -> Any:
+        """The best feasible completed trial (:class:`BestTrial`, ``None`` before one
+        completed); for several objectives, the Pareto front (a list of them)."""
+        front = self.front
+        if self.spec.multi_objective:
+            return front
+        return front[0] if front else None
+
+    @property
+    def front(self) -> list[BestTrial]:
+        """The feasible completed trials no other one beats in every objective (the best
+        trial alone for one objective), in trial order."""
+        by_number = {t.number: t for t in self.records}
+        metrics = [o.metric for o in self.spec.objectives]
+        return [BestTrial.of(by_number.get(t.number, t), metrics) for t in self.summary.front]
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -149,6 +160,7 @@ class StudyResult:
         metrics = list(dict.fromkeys(name for t in self.records for name in t.metrics))
         metrics = [m for m in metrics if m != "value"]
         clash = set(params) & set(metrics) | set(params) & set(_TAIL) | set(metrics) & set(_TAIL)
+        front = {t.number for t in self.summary.front}
         rows = []
         for trial in self.records:
             row: dict[str, Any] = {
@@ -160,6 +172,10 @@ class StudyResult:
                 row[f"param.{name}" if name in clash else name] = trial.params.get(name)
             for name in metrics:
                 row[f"metric.{name}" if name in clash else name] = trial.metrics.get(name)
+            if self.spec.multi_objective:
+                row["pareto"] = trial.number in front
+            if self.spec.constraints:
+                row["infeasible"] = trial.infeasible
             row.update(
                 seconds=trial.duration,
                 attempts=trial.attempts,
@@ -171,25 +187,46 @@ class StudyResult:
         columns = [*TRIAL_COLUMNS]
         columns += [f"param.{n}" if n in clash else n for n in params]
         columns += [f"metric.{n}" if n in clash else n for n in metrics]
+        columns += ["pareto"] if self.spec.multi_objective else []
+        columns += ["infeasible"] if self.spec.constraints else []
         columns += list(_TAIL)
         return pd.DataFrame(rows, columns=columns)
 
     # --- plots (optuna's visualisation, plotly) --------------------------------------------
 
-    def plot_history(self) -> go.Figure:
-        """The objective of each completed trial and the best so far."""
+    def plot_history(self, metric: str | None = None) -> go.Figure:
+        """The objective of each completed trial and the best so far.
+
+        Args:
+            metric: which objective, for several (the watched one by default).
+        """
         from optuna.visualization import plot_optimization_history
 
-        return self._titled(plot_optimization_history(self._study, target_name=self._metric))
+        figure = plot_optimization_history(self._study, **self._target(metric))
+        return self._titled(figure)
 
-    def plot_parallel_coordinates(self, params: Sequence[str] | None = None) -> go.Figure:
+    def plot_parallel_coordinates(
+        self, params: Sequence[str] | None = None, metric: str | None = None
+    ) -> go.Figure:
         """Each completed trial as a line through its parameters to its objective."""
         from optuna.visualization import plot_parallel_coordinate
 
         figure = plot_parallel_coordinate(
-            self._study, params=list(params) if params else None, target_name=self._metric
+            self._study, params=list(params) if params else None, **self._target(metric)
         )
         return self._titled(figure)
+
+    def plot_pareto_front(self) -> go.Figure:
+        """The completed trials by their objectives, the Pareto front highlighted.
+
+        Raises:
+            ValueError: for a study of one objective.
+        """
+        from optuna.visualization import plot_pareto_front
+
+        if not self.spec.multi_objective:
+            raise ValueError(f"{self.name} has one objective: it has a best trial, no front")
+        return self._titled(plot_pareto_front(self._study))
 
     def plot_importances(self) -> go.Figure:
         """How much each parameter explains of the objective (fANOVA over completed trials).
@@ -205,7 +242,7 @@ class StudyResult:
                 f"parameter importances need at least 2 completed trials; {self.name} has "
                 f"{completed}"
             )
-        return self._titled(plot_param_importances(self._study, target_name=self._metric))
+        return self._titled(plot_param_importances(self._study, **self._target(None)))
 
     def plot_intermediate_values(self) -> go.Figure:
         """The intermediate objective each trial reported, by step."""
@@ -215,7 +252,18 @@ class StudyResult:
 
     @property
     def _metric(self) -> str:
-        return self.spec.objective.metric
+        return self.spec.primary.metric
+
+    def _target(self, metric: str | None) -> dict[str, Any]:
+        """optuna's ``target`` and ``target_name`` arguments for one objective."""
+        metrics = [o.metric for o in self.spec.objectives]
+        name = metric or self._metric
+        if name not in metrics:
+            raise ValueError(f"`{name}` is not an objective; give one of {', '.join(metrics)}")
+        if len(metrics) == 1:
+            return {"target_name": name}
+        index = metrics.index(name)
+        return {"target": lambda trial: trial.values[index], "target_name": name}
 
     def _titled(self, figure: go.Figure) -> go.Figure:
         title = figure.layout.title.text or ""
@@ -231,12 +279,14 @@ class StudyResult:
         lines = [f"study {self.name}: {counts or 'no trials'}"]
         if self.summary.stop_reason is not None:
             lines.append(f"stopped: {self.summary.stop_reason.value}")
-        best = self.best
-        if best is not None:
+        front = self.front
+        if self.spec.multi_objective and front:
+            lines.append(f"Pareto front: {len(front)} trials")
+        for best in front[:10]:
             params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
-            lines.append(
-                f"best: trial {best.number}, {self._metric}={format_value(best.value)} ({params})"
-            )
+            values = ", ".join(f"{k}={format_value(v)}" for k, v in best.values.items())
+            label = "  trial" if self.spec.multi_objective else "best: trial"
+            lines.append(f"{label} {best.number}, {values} ({params})")
         return lines
 
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.errors import InputError
+from tuner.hints import closest
 
 if TYPE_CHECKING:
     import optuna
@@ -67,6 +68,11 @@ class _Param(BaseModel):
     when: dict[str, tuple[ChoiceValue, ...]] = Field(
         default_factory=dict,
         description="Activate this parameter only when earlier categoricals take these values.",
+    )
+    default: ChoiceValue | None = Field(
+        None,
+        description="The value earlier trials are taken to have had, when they did not have this "
+        "parameter: a parameter added to a study as it is resumed, or missing from a warm start.",
     )
 
     @field_validator("when", mode="before")
@@ -116,7 +122,12 @@ class _Numeric(_Param):
                     f"({high} - {low}) / {step} = {span:g}; choose a step such as "
                     f"{(high - low) / max(1, round(span)):g} or move `high`"
                 )
+        self._check_default()
         return self
+
+    def _check_default(self) -> None:
+        if self.default is not None and (problem := value_problem(self, self.default)):  # type: ignore[arg-type]
+            raise ValueError(f"`default` {problem}")
 
 
 class Float(_Numeric):
@@ -195,6 +206,15 @@ class Categorical(_Param):
                 raise ValueError(f"`choices` lists {choice!r} twice; each choice must be unique")
             seen.append(choice)
         return choices
+
+    @model_validator(mode="after")
+    def _check_default(self) -> Categorical:
+        if self.default is not None and not _is_choice(self.default, self.choices):
+            raise ValueError(
+                f"`default` is {self.default!r}, which is not among the choices "
+                f"{list(self.choices)}"
+            )
+        return self
 
     def grid(self) -> list[ChoiceValue]:
         """Every choice, in order."""
@@ -351,6 +371,53 @@ class Space(Mapping[str, "Float | Int | Categorical"]):
         """The number of configurations :meth:`grid` returns."""
         return len(self.grid())
 
+    def config_problems(
+        self, config: Mapping[str, Any], *, complete: bool = False
+    ) -> list[tuple[str, str]]:
+        """What keeps ``config`` from being a configuration of this space, by parameter.
+
+        Args:
+            config: parameter names to values.
+            complete: whether every active parameter must be given (else the strategy fills
+                in the missing ones).
+        """
+        problems: list[tuple[str, str]] = []
+        names = list(self._params)
+        for name in config:
+            if name not in self._params:
+                close = closest(name, names)
+                hint = f"did you mean `{close}`? " if close else ""
+                problems.append(
+                    (
+                        name,
+                        f"`{name}` is not a parameter of the space; {hint}"
+                        f"the parameters are {', '.join(names)}",
+                    )
+                )
+        active: dict[str, Any] = {}
+        for name, param in self._params.items():
+            if not self.is_active(name, active):
+                if name in config:
+                    condition = ", ".join(f"{k} in {list(v)}" for k, v in param.when.items())
+                    problems.append(
+                        (
+                            name,
+                            f"`{name}` only takes part when {condition}; "
+                            "remove it from this configuration",
+                        )
+                    )
+                continue
+            if name not in config:
+                if complete:
+                    problems.append((name, f"`{name}` is missing; give it a value"))
+                continue
+            problem = value_problem(param, config[name])
+            if problem is not None:
+                problems.append((name, f"`{name}` {problem}"))
+            else:
+                active[name] = config[name]
+        return problems
+
     def contains(self, config: Mapping[str, Any]) -> bool:
         """Whether ``config`` is a valid configuration: active params present and in range."""
         expected: dict[str, Any] = {}
@@ -360,6 +427,25 @@ class Space(Mapping[str, "Float | Int | Categorical"]):
                     return False
                 expected[name] = config[name]
         return set(expected) == set(config)
+
+
+def value_problem(param: Float | Int | Categorical, value: Any) -> str | None:
+    """Why ``value`` is not one ``param`` can take, or ``None`` if it is."""
+    if isinstance(param, Categorical):
+        if _is_choice(value, param.choices):
+            return None
+        return f"is {value!r}, which is not among the choices {list(param.choices)}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"is {value!r}, not a number"
+    if isinstance(param, Int) and not float(value).is_integer():
+        return f"is {value!r}, not a whole number"
+    if not param.low - _STEP_TOLERANCE <= value <= param.high + _STEP_TOLERANCE:
+        return f"is {value!r}, outside [{param.low}, {param.high}]"
+    if param.step is not None:
+        index = (value - param.low) / param.step
+        if abs(index - round(index)) > 1e-9 * max(1.0, abs(index)):
+            return f"is {value!r}, not on the grid {param.low} + k * {param.step}"
+    return None
 
 
 def _is_choice(value: Any, choices: Sequence[Any]) -> bool:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import InputError, TunerError
 from tuner.paths import SPEC_FILE, StudyLocation, location
-from tuner.records import Attr, StudySummary, Tally, TrialRecord
-from tuner.spec import Direction, SpecError, StudySpec, load_spec
+from tuner.records import Attr, StudySummary, Tally, TrialRecord, is_own
+from tuner.spec import SpecError, StudySpec, load_spec
 from tuner.strategies.pruners import make_pruner
 
 if TYPE_CHECKING:
@@ -97,22 +97,21 @@ def open_study(
 
     from tuner.optuna_adapter import quiet
 
-    direction = (
-        StudyDirection.MAXIMIZE
-        if spec.objective.direction is Direction.MAXIMIZE
-        else StudyDirection.MINIMIZE
-    )
+    directions = [
+        StudyDirection.MAXIMIZE if up else StudyDirection.MINIMIZE for up in spec.maximize
+    ]
+    metrics = [o.metric for o in spec.objectives]
     with quiet():
         study = optuna.create_study(
             study_name=spec.name,
             storage=storage if storage is not None else open_storage(spec),
             sampler=sampler,
             pruner=make_pruner(spec.pruner),
-            direction=direction,
+            directions=directions,
             load_if_exists=True,
         )
-        if study.metric_names != [spec.objective.metric]:  # one write, not one per opening
-            study.set_metric_names([spec.objective.metric])
+        if study.metric_names != metrics:  # one write, not one per opening
+            study.set_metric_names(metrics)
     return study
 
 
@@ -156,16 +155,20 @@ def delete_study(spec: StudySpec) -> bool:
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of ``study``, in order."""
-    return [TrialRecord.from_optuna(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial of ``study``, in order, with its MLflow run id (warm-start trials, which
+    never ran here, left out)."""
+    attrs = study.user_attrs
+    return [
+        TrialRecord.from_optuna(t, attrs) for t in study.get_trials(deepcopy=False) if is_own(t)
+    ]
 
 
 def summarise(spec: StudySpec, trials: Iterable[TrialRecord]) -> StudySummary:
     """Counts per state, the best completed trial and what the trials cost."""
-    tally = Tally(maximize=spec.objective.direction is Direction.MAXIMIZE)
+    tally = Tally(spec.maximize)
     for record in trials:
         tally.add(record)
-    return tally.summary(spec.name, spec.objective.metric, spec.objective.direction.value)
+    return tally.summary(spec.name, spec.primary.metric, spec.primary.direction.value)
 
 
 def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:

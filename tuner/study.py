@@ -23,7 +23,7 @@ one back, changed. The wiring that runs a study (store, backend, MLflow, lock) i
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from tuner.backend import FunctionEntry
 from tuner.errors import InputError
 from tuner.spec import StudySpec, load_spec, spec_from_mapping
+from tuner.views import objectives_text
 
 if TYPE_CHECKING:
     from tuner.results import StudyResult
@@ -39,7 +40,10 @@ if TYPE_CHECKING:
 SECTIONS = (
     "name",
     "objective",
+    "constraints",
     "space",
+    "seed_trials",
+    "warm_start",
     "strategy",
     "budget",
     "pruner",
@@ -70,9 +74,14 @@ class Study:
             the mapping of the YAML ``trial:`` section (e.g. a ``command``).
         space: parameter names to :class:`~tuner.Float`, :class:`~tuner.Int`,
             :class:`~tuner.Categorical` (or their YAML mappings).
-        objective: the metric to optimise, or the ``objective:`` mapping.
-        direction: ``"minimize"`` (default) or ``"maximize"``, with a metric name as
-            ``objective``.
+        objective: the metric to optimise, or the ``objective:`` mapping; a list of them for a
+            multi-objective study (whose ``best`` is the Pareto front).
+        direction: ``"minimize"`` (default) or ``"maximize"`` (a list, one per objective, for
+            several), with metric names as ``objective``.
+        constraints: bounds on reported metrics, ``["memory_mb <= 4000", "latency_ms < 50"]``.
+        seed_trials: known configurations to evaluate first.
+        warm_start: the ``warm_start:`` mapping: ``{"study": "earlier"}`` or
+            ``{"mlflow_experiment": "manual-runs"}``.
         strategy: ``"random"``, ``"grid"``, ``"bayesian"``, an engine name (``"tpe"``,
             ``"gp"``, ``"skopt"``: a bayesian strategy on it), the ``strategy:`` mapping or
             a strategy model.
@@ -100,8 +109,11 @@ class Study:
         name: str | None = None,
         trial: Callable[..., Any] | str | Mapping[str, Any] | BaseModel | None = None,
         space: Mapping[str, Any] | None = None,
-        objective: str | Mapping[str, Any] | BaseModel | None = None,
-        direction: str | None = None,
+        objective: str | Mapping[str, Any] | BaseModel | Sequence[Any] | None = None,
+        direction: str | Sequence[str] | None = None,
+        constraints: Sequence[str] | None = None,
+        seed_trials: Sequence[Mapping[str, Any]] | None = None,
+        warm_start: Mapping[str, Any] | BaseModel | None = None,
         strategy: str | Mapping[str, Any] | BaseModel | None = None,
         seed: int | None = None,
         budget: Mapping[str, Any] | BaseModel | None = None,
@@ -120,6 +132,9 @@ class Study:
             "trial": trial,
             "space": space,
             "objective": objective,
+            "constraints": list(constraints) if constraints is not None else None,
+            "seed_trials": [dict(c) for c in seed_trials] if seed_trials is not None else None,
+            "warm_start": warm_start,
             "strategy": strategy,
             "budget": budget,
             "pruner": pruner,
@@ -230,8 +245,8 @@ class Study:
     def __repr__(self) -> str:
         spec = self.spec
         return (
-            f"Study({spec.name!r}: {spec.objective.direction.value} {spec.objective.metric} "
-            f"over {', '.join(spec.space)}; {spec.strategy.type} on {spec.backend.type})"
+            f"Study({spec.name!r}: {objectives_text(spec)} over {', '.join(spec.space)}; "
+            f"{spec.strategy.type} on {spec.backend.type})"
         )
 
 
@@ -248,8 +263,11 @@ def build_spec(data: Mapping[str, Any], **shortcuts: Any) -> StudySpec:
         SpecError: listing every problem.
     """
     sections = {key: _expand(key, value) for key, value in data.items()}
-    into = {"direction": "objective", "seed": "strategy"}
+    into = {"seed": "strategy"}
     into.update(dict.fromkeys(BUDGET_FIELDS, "budget"))
+    direction = shortcuts.pop("direction", None)
+    if direction is not None:
+        sections["objective"] = _with_direction(sections.get("objective"), direction)
     for key, value in shortcuts.items():
         if value is None:
             continue
@@ -276,6 +294,8 @@ def _expand(section: str, value: Any) -> Any:
         return {"function": value}
     if section == "objective" and isinstance(value, str):
         return {"metric": value}
+    if section == "objective" and isinstance(value, list | tuple):
+        return [{"metric": v} if isinstance(v, str) else v for v in value]
     if section == "strategy" and isinstance(value, str):
         return {"type": value} if value in STRATEGIES else {"type": "bayesian", "engine": value}
     if section in ("pruner", "backend") and isinstance(value, str):
@@ -289,6 +309,24 @@ def _expand(section: str, value: Any) -> Any:
         text = os.fspath(value)
         return {"url": text} if "://" in text else {"dir": text}
     return value
+
+
+def _with_direction(objective: Any, direction: str | Sequence[str]) -> Any:
+    """The objective section with ``direction`` (one per objective) set."""
+    objectives = objective if isinstance(objective, list) else [objective]
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    if len(directions) != len(objectives):
+        raise InputError(
+            f"`direction` gives {len(directions)} directions for {len(objectives)} objectives; "
+            "give one per objective"
+        )
+    changed = []
+    for item, way in zip(objectives, directions, strict=True):
+        mapping = _as_mapping(item) if item is not None else {}
+        if isinstance(mapping, dict):
+            mapping["direction"] = way
+        changed.append(mapping)
+    return changed if isinstance(objective, list) else changed[0]
 
 
 def _as_mapping(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from tuner.errors import InputError
 from tuner.mirror import Repair
-from tuner.records import Attr, TrialRecord
+from tuner.records import Attr, TrialRecord, is_own
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec
@@ -68,7 +68,9 @@ def sync_study(spec: StudySpec) -> SyncReport:
                 engine=str(attrs.get(Attr.ENGINE, "")),
                 seed=int(attrs.get(Attr.SEED, 0)),
                 resumed=True,
-                trials=tuple(TrialRecord.from_optuna(t, attrs) for t in study.get_trials()),
+                trials=tuple(
+                    TrialRecord.from_optuna(t, attrs) for t in study.get_trials() if is_own(t)
+                ),
                 mlflow_parent_run_id=attrs.get(Attr.MLFLOW_PARENT_RUN_ID),
                 backend=spec.backend.type,
             )

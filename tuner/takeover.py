@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.backend import Backend, TrialHandle
 from tuner.optuna_adapter import live_trial, storage_of, trial_id
-from tuner.records import Attr, TrialRecord, TrialState, store_requeued
+from tuner.records import Attr, TrialRecord, TrialState, is_own, store_requeued
 
 if TYPE_CHECKING:
     import optuna
@@ -76,6 +76,8 @@ def take_over(study: optuna.Study, backend: Backend, kind: str, now: float) -> L
     left = LeftBehind()
     attrs = study.user_attrs
     for frozen in study.get_trials(deepcopy=False):
+        if not is_own(frozen):
+            continue
         record = TrialRecord.from_optuna(frozen, attrs)
         if frozen.state == OptunaState.WAITING:
             left.queued.append(dict(frozen.system_attrs.get("fixed_params", {})))

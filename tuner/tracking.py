@@ -144,7 +144,7 @@ class MlflowTracker(MlflowWrites, Listener):
         """Finds or makes the study's parent run, and writes what an earlier run saved."""
         spec = start.spec
         self._common_tags = _common_tags(start)
-        self._objective = spec.objective.metric
+        self._objective = spec.primary.metric
         known = {r.number: r.mlflow_run_id for r in start.trials if r.mlflow_run_id}
         self._submit(Op("known_runs", {"runs": known}))
         parent: dict[str, Any] = {
@@ -157,18 +157,24 @@ class MlflowTracker(MlflowWrites, Listener):
             "reopen": reopen,
         }
         if reopen:  # a run of the study: its settings on the parent run
-            objective = spec.objective
+            metrics = ",".join(o.metric for o in spec.objectives)
+            directions = ",".join(o.direction.value for o in spec.objectives)
             parent["tags"] = {
                 **self._common_tags,
-                "tuner.objective": objective.metric,
-                "tuner.direction": objective.direction.value,
+                "tuner.objective": metrics,
+                "tuner.direction": directions,
             }
             parent["params"] = {
                 "strategy": spec.strategy.type,
                 "engine": start.engine,
                 "seed": start.seed,
-                "objective": objective.metric,
-                "direction": objective.direction.value,
+                "objective": metrics,
+                "direction": directions,
+                **(
+                    {"constraints": "; ".join(map(str, spec.constraints))}
+                    if spec.constraints
+                    else {}
+                ),
                 **{f"budget.{k}": v for k, v in spec.budget.model_dump().items()},
             }
             parent["spec"] = _shown_spec(spec)
@@ -250,6 +256,8 @@ class MlflowTracker(MlflowWrites, Listener):
                 metrics[key] = float(value)
         if record.error:
             tags["tuner.error"] = record.error[:5000]
+        if record.infeasible:
+            tags["tuner.infeasible"] = record.infeasible[:5000]
         self._submit(
             Op(
                 "close_child",
@@ -294,6 +302,7 @@ class MlflowTracker(MlflowWrites, Listener):
         self._progress_queued = False
         self.study_progress(summary)
         reason = summary.stop_reason
+        self._submit(Op("pareto"))
         self._submit(Op("artifacts"))
         self._submit(
             Op(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 
 from tuner.backend import FunctionEntry
+from tuner.progress import format_value
 from tuner.records import StudySummary, TrialRecord, TrialState
 from tuner.secrets import redact_url
 from tuner.spec import StudySpec
@@ -20,11 +19,20 @@ def print_results(
     from tuner.store import load_study, location, records
 
     print_counts(console, summary)
-    trials = [t for t in records(load_study(spec)) if t.state is TrialState.COMPLETE]
-    maximize = spec.objective.direction.value == "maximize"
-    trials.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
-    if trials:
-        console.print(trials_table(spec, trials[:5], title=f"Best trials of {spec.name}"))
+    if spec.multi_objective:
+        if summary.front:
+            title = f"Pareto front of {spec.name} ({len(summary.front)} trials)"
+            console.print(trials_table(spec, list(summary.front), title=title))
+    else:
+        trials = [
+            t
+            for t in records(load_study(spec))
+            if t.state is TrialState.COMPLETE and not t.infeasible
+        ]
+        maximize = spec.maximize[0]
+        trials.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
+        if trials:
+            console.print(trials_table(spec, trials[:5], title=f"Best trials of {spec.name}"))
     where = redact_url(spec.storage.url) if spec.storage.url else location(spec).root
     console.print(f"Study state: {where}   (tuner status {spec.name} · tuner best {spec.name})")
     if tracking_uri:
@@ -54,23 +62,36 @@ def trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> T
     names = list(spec.space)
     table = Table(title=title)
     table.add_column("trial", justify="right")
-    table.add_column(spec.objective.metric, justify="right", style="bold")
+    for objective in spec.objectives:
+        table.add_column(objective.metric, justify="right", style="bold")
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("seconds", justify="right")
+    if spec.constraints:
+        table.add_column("constraints", overflow="fold")
+    count = len(spec.objectives)
     for record in trials:
-        table.add_row(
+        values = record.objective_values or ()
+        cells = [f"{v:.6g}" for v in values] if len(values) == count else ["-"] * count
+        row = [
             str(record.number),
-            f"{record.value:.6g}" if record.value is not None else "-",
+            *cells,
             *(fmt(record.params.get(n, "")) for n in names),
             f"{record.duration:.1f}" if record.duration is not None else "-",
-        )
+        ]
+        if spec.constraints:
+            row.append(f"broken: {record.infeasible}" if record.infeasible else "kept")
+        table.add_row(*row)
     return table
 
 
-def fmt(value: Any) -> str:
-    """A value as a table cell."""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def objectives_text(spec: StudySpec) -> str:
+    """The objectives as a phrase: ``maximize val_accuracy, minimize latency_ms``."""
+    return ", ".join(f"{o.direction.value} {o.metric}" for o in spec.objectives)
+
+
+fmt = format_value
+"""A value as a table cell."""
 
 
 def print_plan(console: Console, spec: StudySpec) -> None:
@@ -78,11 +99,12 @@ def print_plan(console: Console, spec: StudySpec) -> None:
     import optuna
 
     from tuner.store import location
-    from tuner.strategies import make_sampler
+    from tuner.strategies import Problem, make_sampler
 
     seed = spec.strategy.seed if spec.strategy.seed is not None else 0
-    sampler = make_sampler(spec.strategy, spec.search_space, seed)
-    console.print(f"[bold]{spec.name}[/]: {spec.objective.direction.value} {spec.objective.metric}")
+    problem = Problem(objectives=len(spec.objectives), constraints=len(spec.constraints))
+    sampler = make_sampler(spec.strategy, spec.search_space, seed, problem)
+    console.print(f"[bold]{spec.name}[/]: {objectives_text(spec)}")
     console.print(f"strategy: {spec.strategy.type} (engine: {sampler.engine})")
     console.print(f"budget: {spec.budget.model_dump(exclude_none=True)}")
     entry = spec.trial.entry
@@ -90,7 +112,9 @@ def print_plan(console: Console, spec: StudySpec) -> None:
     console.print(f"trial: {what} on backend {spec.backend.type}")
     state = redact_url(spec.storage.url) if spec.storage.url else location(spec).journal
     console.print(f"state: {state}", markup=False)
-    preview = optuna.create_study(sampler=sampler, direction=spec.objective.direction.value)
+    preview = optuna.create_study(
+        sampler=sampler, directions=[o.direction.value for o in spec.objectives]
+    )
     table = Table(title="First configurations")
     for name in spec.space:
         table.add_column(name, justify="right")

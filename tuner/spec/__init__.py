@@ -30,11 +30,14 @@ from tuner.spec.loader import (
 from tuner.spec.model import StudySpec
 from tuner.spec.schema import spec_json_schema
 from tuner.spec.sections import (
+    COST_METRIC,
     MAX_INT,
+    MULTI_OBJECTIVE_ENGINES,
     RESERVED_PREFIX,
     AshaPruner,
     BayesianStrategy,
     Budget,
+    Constraint,
     Direction,
     GridStrategy,
     HyperbandPruner,
@@ -50,18 +53,22 @@ from tuner.spec.sections import (
     Strategy,
     Tracking,
     TrialConfig,
+    WarmStart,
 )
 from tuner.units import Duration, parse_bytes, parse_duration
 
 __all__ = [
+    "COST_METRIC",
     "MAX_INT",
     "MAX_SPEC_BYTES",
     "MAX_YAML_NODES",
+    "MULTI_OBJECTIVE_ENGINES",
     "RESERVED_PREFIX",
     "AshaPruner",
     "BayesianStrategy",
     "Budget",
     "Categorical",
+    "Constraint",
     "Direction",
     "Duration",
     "Float",
@@ -83,6 +90,7 @@ __all__ = [
     "StudySpec",
     "Tracking",
     "TrialConfig",
+    "WarmStart",
     "load_spec",
     "load_spec_text",
     "parse_bytes",

@@ -15,7 +15,7 @@ from tuner.errors import InputError
 from tuner.hints import closest as _closest
 from tuner.plugins import backend_class
 from tuner.secrets import MASK, is_secret_name
-from tuner.spec.sections import _CUSTOM_KINDS
+from tuner.spec.sections import _CUSTOM_KINDS, UNION_TAGS
 
 if TYPE_CHECKING:
     from tuner.spec.loader import _Nodes
@@ -94,6 +94,8 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
             node = node[part]
         elif isinstance(node, Mapping) and node.get("type") == part:
             continue  # the discriminator's tag
+        elif part in UNION_TAGS:
+            continue  # a union told apart by shape
         else:
             path.append(part)
             node = None
@@ -109,7 +111,11 @@ def _resolve_model(annotation: Any, node: Any) -> Any:
     while typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        models = [a for a in typing.get_args(annotation) if _is_model(a)]
+        members = [_unwrapped(a) for a in typing.get_args(annotation)]
+        lists = [a for a in members if typing.get_origin(a) is list]
+        if isinstance(node, list) and lists:
+            return lists[0]
+        models = [a for a in members if _is_model(a)]
         kind = node.get("type") if isinstance(node, Mapping) else None
         for model in models:
             type_field = model.model_fields.get("type")
@@ -121,6 +127,12 @@ def _resolve_model(annotation: Any, node: Any) -> Any:
             return backend_class(str(node.get("type"))).Config
         except Exception:
             return None
+    return annotation
+
+
+def _unwrapped(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
     return annotation
 
 
@@ -143,6 +155,8 @@ def _keys_at(path: tuple[Any, ...], data: Any) -> list[str]:
             target = field.annotation
         elif typing.get_origin(target) is dict:
             target = typing.get_args(target)[1]
+        elif typing.get_origin(target) is list and isinstance(key, int):
+            target = _unwrapped(typing.get_args(target)[0])
         else:
             return []
         node = node.get(key) if isinstance(node, Mapping) else None

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    Discriminator,
     Field,
     PrivateAttr,
     SerializeAsAny,
+    Tag,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -21,10 +23,16 @@ from pydantic_core import InitErrorDetails
 from tuner.backend import BackendConfig, FunctionEntry, UnknownBackendError
 from tuner.plugins import available_backends, backend_class
 from tuner.secrets import redact_spec
-from tuner.space import Float, Param, Space, SpaceError
+from tuner.space import ChoiceValue, Float, Param, Space, SpaceError
 from tuner.spec.sections import (
+    COST_METRIC,
+    MULTI_OBJECTIVE_ENGINES,
+    ONE_OBJECTIVE,
+    SEVERAL_OBJECTIVES,
     BayesianStrategy,
     Budget,
+    Constraint,
+    Direction,
     GridStrategy,
     NoPruner,
     Objective,
@@ -33,6 +41,7 @@ from tuner.spec.sections import (
     Strategy,
     Tracking,
     TrialConfig,
+    WarmStart,
     _error,
     _Section,
 )
@@ -48,8 +57,33 @@ class StudySpec(_Section):
     """A whole study: what to search, how, for how long, where to run and where to record."""
 
     name: str = Field(pattern=_NAME_PATTERN, description="Letters, digits, '.', '_', '-'.")
-    objective: Objective
+    objective: Annotated[
+        Annotated[Objective, Tag(ONE_OBJECTIVE)]
+        | Annotated[list[Objective], Field(min_length=1), Tag(SEVERAL_OBJECTIVES)],
+        Discriminator(lambda v: SEVERAL_OBJECTIVES if isinstance(v, list) else ONE_OBJECTIVE),
+    ] = Field(
+        description="The metric to optimise, or a list of them (a multi-objective study, "
+        "whose result is the Pareto front)."
+    )
+    constraints: list[
+        Annotated[
+            Constraint,
+            WithJsonSchema({"type": "string", "examples": ["memory_mb <= 4000"]}),
+        ]
+    ] = Field(
+        default_factory=list,
+        description="Bounds on reported metrics (`latency_ms < 50`); a trial that breaks one is "
+        "infeasible and never the best.",
+    )
     space: dict[str, Param]
+    seed_trials: list[dict[str, ChoiceValue]] = Field(
+        default_factory=list,
+        description="Known configurations to evaluate first (parameters left out are "
+        "proposed by the strategy).",
+    )
+    warm_start: WarmStart | None = Field(
+        None, description="Earlier trials the strategy learns from before its first proposal."
+    )
     strategy: Strategy = Field(default_factory=lambda: BayesianStrategy())
     budget: Budget = Budget()
     pruner: Pruner = Field(
@@ -83,7 +117,9 @@ class StudySpec(_Section):
         try:
             self._space = Space(self.space)
         except SpaceError as exc:
-            loc: tuple[str, ...] = ("space", exc.param, exc.field) if exc.param else ("space",)
+            loc: tuple[str | int, ...] = (
+                ("space", exc.param, exc.field) if exc.param else ("space",)
+            )
             errors.append(_error(loc, "space", str(exc)))
         if self.trial.function is not None and not self.backend.runs_functions:
             errors.append(
@@ -98,18 +134,25 @@ class StudySpec(_Section):
             problem = self.backend.cost_problem()
             if problem is not None:
                 errors.append(_error(("budget", "max_cost"), "max_cost_unknown", problem))
+        errors.extend(self._objective_problems())
         if self.trial.command is not None:
             names = [d.name for d in self.trial.metric_definitions]
-            if self.objective.metric not in names:
+            wanted = [o.metric for o in self.objectives if o.metric != COST_METRIC]
+            wanted += [c.metric for c in self.constraints]
+            for metric in dict.fromkeys(m for m in wanted if m not in names):
                 errors.append(
                     _error(
                         ("trial", "metric_definitions"),
                         "objective_undefined",
-                        f"the objective `{self.objective.metric}` has no metric definition; "
-                        f"add `{{name: {self.objective.metric}, regex: ...}}` so it can be "
-                        "read from the command's output",
+                        f"the metric `{metric}` has no metric definition; add "
+                        f"`{{name: {metric}, regex: ...}}` so it can be read from the command's "
+                        "output",
                     )
                 )
+        if self._space is not None:
+            for index, config in enumerate(self.seed_trials):
+                for key, message in self._space.config_problems(config):
+                    errors.append(_error(("seed_trials", index, key), "seed_trial", message))
         if isinstance(self.strategy, GridStrategy):
             for name, param in self.space.items():
                 if isinstance(param, Float) and param.step is None:
@@ -133,6 +176,83 @@ class StudySpec(_Section):
         if errors:
             raise ValidationError.from_exception_data("StudySpec", errors)
         return self
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """Every objective, in order (one for a single-objective study)."""
+        objective = self.objective
+        return tuple(objective) if isinstance(objective, list) else (objective,)
+
+    @property
+    def maximize(self) -> tuple[bool, ...]:
+        """Per objective, whether it is maximised."""
+        return tuple(o.direction is Direction.MAXIMIZE for o in self.objectives)
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study optimises more than one metric (its result is a Pareto front)."""
+        return len(self.objectives) > 1
+
+    @property
+    def primary(self) -> Objective:
+        """The objective progress lines show and pruners watch (``pruner.objective``, or
+        the first)."""
+        watched = getattr(self.pruner, "objective", None)
+        return next((o for o in self.objectives if o.metric == watched), self.objectives[0])
+
+    def _objective_problems(self) -> list[InitErrorDetails]:
+        errors: list[InitErrorDetails] = []
+        metrics = [o.metric for o in self.objectives]
+        where = ("objective",)
+        for index, metric in enumerate(metrics):
+            if metric in metrics[:index]:
+                errors.append(
+                    _error(
+                        (*where, index, "metric"),
+                        "objective_twice",
+                        f"`{metric}` is an objective twice; keep one",
+                    )
+                )
+        if COST_METRIC in metrics and self.backend.cost_problem() is not None:
+            errors.append(
+                _error(
+                    where,
+                    "cost_unknown",
+                    f"the {self.backend.type} backend does not know what trials cost, so "
+                    f"`{COST_METRIC}` cannot be an objective; it needs a backend that knows "
+                    "prices (sagemaker)",
+                )
+            )
+        watched = getattr(self.pruner, "objective", None)
+        if watched is not None and watched not in metrics:
+            errors.append(
+                _error(
+                    ("pruner", "objective"),
+                    "pruned_objective",
+                    f"`{watched}` is not an objective; give one of {', '.join(metrics)}",
+                )
+            )
+        if self.primary.metric == COST_METRIC and self.pruner.type != "none":
+            errors.append(
+                _error(
+                    ("pruner", "objective"),
+                    "pruned_objective",
+                    f"`{COST_METRIC}` is known only when a trial ends; have the pruner "
+                    "watch a metric the trial reports as it goes",
+                )
+            )
+        engine = getattr(self.strategy, "engine", None)
+        if self.multi_objective and engine is not None and engine not in MULTI_OBJECTIVE_ENGINES:
+            errors.append(
+                _error(
+                    ("strategy", "engine"),
+                    "single_objective_engine",
+                    f"the `{engine}` engine optimises one objective; for "
+                    f"{len(self.objectives)} objectives use one of "
+                    f"{', '.join(MULTI_OBJECTIVE_ENGINES)} (or the random or grid strategy)",
+                )
+            )
+        return errors
 
     @property
     def search_space(self) -> Space:

@@ -8,9 +8,11 @@ together and checks what spans sections.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import shlex
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -26,6 +28,7 @@ from pydantic import (
     WithJsonSchema,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -62,21 +65,128 @@ class Direction(enum.Enum):
     MAXIMIZE = "maximize"
 
 
-class Objective(_Section):
-    """The metric the study optimises."""
+ONE_OBJECTIVE = "one objective"
+SEVERAL_OBJECTIVES = "several objectives"
+UNION_TAGS = frozenset({ONE_OBJECTIVE, SEVERAL_OBJECTIVES})
+"""Tags of unions told apart by shape: pydantic puts them in error locations; messages
+leave them out (a spec has no such key)."""
 
-    metric: str = Field(min_length=1, description="Name of the metric the trial reports.")
+COST_METRIC = "tuner.cost_usd"
+"""What a trial cost on its backend, in USD: an objective where the backend knows prices."""
+
+
+class Objective(_Section):
+    """A metric the study optimises."""
+
+    metric: str = Field(
+        min_length=1,
+        description=f"Name of the metric the trial reports (or `{COST_METRIC}`, what the "
+        "trial cost, on a backend that knows prices).",
+    )
     direction: Direction = Direction.MINIMIZE
 
     @field_validator("metric")
     @classmethod
     def _not_reserved(cls, metric: str) -> str:
-        if metric.startswith(RESERVED_PREFIX):
+        if metric.startswith(RESERVED_PREFIX) and metric != COST_METRIC:
             raise ValueError(
-                f"metric names starting with `{RESERVED_PREFIX}` are reserved for tuner; "
-                "rename the metric"
+                f"metric names starting with `{RESERVED_PREFIX}` are reserved for tuner "
+                f"(`{COST_METRIC}` excepted); rename the metric"
             )
         return metric
+
+
+_CONSTRAINT = re.compile(
+    r"\s*(?P<metric>[A-Za-z_][\w.:/-]*)\s*(?P<op><=|<|>=|>)\s*"
+    r"(?P<bound>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+)
+
+
+class Constraint(_Section):
+    """A bound a reported metric must keep for a trial to count, written ``memory_mb <= 4000``.
+
+    Infeasible trials are recorded (and tagged in MLflow) but never reported as best; the
+    bayesian engines that can (tpe, gp, nsga2) learn to avoid them.
+    """
+
+    metric: str
+    op: Literal["<=", "<", ">=", ">"]
+    bound: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _CONSTRAINT.fullmatch(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a constraint; write `metric <= number` (or <, >=, >), "
+                "e.g. `memory_mb <= 4000`"
+            )
+        return {**match.groupdict(), "bound": float(match["bound"])}
+
+    @model_serializer
+    def _as_text(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+    def violation(self, value: float | None) -> float:
+        """How far ``value`` is beyond the bound: ``<= 0`` when it keeps it (optuna's sign).
+
+        A missing or non-finite value violates the constraint.
+        """
+        if value is None or not math.isfinite(value):
+            return 1.0
+        excess = value - self.bound if self.op in ("<=", "<") else self.bound - value
+        if self.op in ("<", ">") and excess == 0:
+            return sys.float_info.min  # a strict bound is not kept by the bound itself
+        return excess
+
+
+class WarmStart(_Section):
+    """Earlier results the strategy learns from before its first proposal.
+
+    Give ``study`` (an earlier tuner study) or ``mlflow_experiment`` (runs in MLflow, whether
+    tuner wrote them or not). Their trials are mapped onto this study's space: parameters it
+    lacks take ``defaults`` (or the parameter's own ``default``), and trials with values outside
+    the space are dropped and counted. They are not run again and not in the budget.
+    """
+
+    study: str | None = Field(None, description="The name (or folder) of an earlier study.")
+    storage: str | None = Field(
+        None,
+        description="Where that study is: an optuna storage URL or a studies folder (this "
+        "spec's storage if unset).",
+    )
+    mlflow_experiment: str | None = Field(None, description="An MLflow experiment's name.")
+    tracking_uri: str | None = Field(
+        None, description="The MLflow tracking URI of that experiment (this spec's if unset)."
+    )
+    metrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="The earlier name of an objective's metric, where it differs: "
+        "{val_loss: loss}.",
+    )
+    defaults: dict[str, str | bool | int | float] = Field(
+        default_factory=dict,
+        description="Values for parameters the earlier trials do not have.",
+    )
+    max_trials: PositiveInt | None = Field(
+        None, description="Use at most this many earlier trials (the best ones)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmStart:
+        if (self.study is None) == (self.mlflow_experiment is None):
+            raise ValueError("give exactly one of `study: NAME` and `mlflow_experiment: NAME`")
+        if self.study is None and self.storage is not None:
+            raise ValueError("`storage` says where `study` is; give `study` too")
+        if self.mlflow_experiment is None and self.tracking_uri is not None:
+            raise ValueError("`tracking_uri` says where `mlflow_experiment` is; give it too")
+        return self
 
 
 class RandomStrategy(_Section):
@@ -94,11 +204,16 @@ class GridStrategy(_Section):
     shuffle: bool = Field(False, description="Try the grid in a random order.")
 
 
+MULTI_OBJECTIVE_ENGINES = ("tpe", "gp", "nsga2")
+"""The bayesian engines that optimise several objectives at once."""
+
+
 class BayesianStrategy(_Section):
-    """Model-based search. ``engine`` defaults to ``gp`` when torch is installed, else ``skopt``."""
+    """Model-based search. ``engine`` defaults to ``gp`` when torch is installed, else ``skopt``
+    (``tpe`` for several objectives)."""
 
     type: Literal["bayesian"] = "bayesian"
-    engine: Literal["gp", "skopt", "tpe"] | None = None
+    engine: Literal["gp", "skopt", "tpe", "nsga2"] | None = None
     seed: int | None = None
     n_startup_trials: PositiveInt | None = Field(
         None, description="Random trials before the model takes over (engine default if unset)."
@@ -108,6 +223,11 @@ class BayesianStrategy(_Section):
 Strategy: TypeAlias = Annotated[
     RandomStrategy | GridStrategy | BayesianStrategy, Field(discriminator="type")
 ]
+
+
+_PRUNED_OBJECTIVE = (
+    "The objective metric whose intermediate values are judged (the first one if unset)."
+)
 
 
 class NoPruner(_Section):
@@ -121,6 +241,7 @@ class MedianPruner(_Section):
     at the same step (optuna's ``MedianPruner``)."""
 
     type: Literal["median"] = "median"
+    objective: str | None = Field(None, description=_PRUNED_OBJECTIVE)
     n_startup_trials: int = Field(5, ge=0, description="Trials that are never stopped.")
     n_warmup_steps: int = Field(0, ge=0, description="Steps of each trial never judged.")
 
@@ -129,6 +250,7 @@ class AshaPruner(_Section):
     """Asynchronous successive halving (optuna's ``SuccessiveHalvingPruner``)."""
 
     type: Literal["asha"] = "asha"
+    objective: str | None = Field(None, description=_PRUNED_OBJECTIVE)
     min_resource: int | Literal["auto"] = "auto"
     reduction_factor: int = Field(3, ge=2)
 
@@ -137,6 +259,7 @@ class HyperbandPruner(_Section):
     """Hyperband over successive-halving brackets (optuna's ``HyperbandPruner``)."""
 
     type: Literal["hyperband"] = "hyperband"
+    objective: str | None = Field(None, description=_PRUNED_OBJECTIVE)
     min_resource: int = Field(1, ge=1)
     max_resource: int | Literal["auto"] = "auto"
     reduction_factor: int = Field(3, ge=2)
@@ -355,6 +478,6 @@ _CUSTOM_KINDS: set[str] = set()
 """Error kinds made by :func:`_error`: their messages are whole, with no input to quote."""
 
 
-def _error(loc: tuple[str, ...], kind: str, message: str) -> InitErrorDetails:
+def _error(loc: tuple[str | int, ...], kind: str, message: str) -> InitErrorDetails:
     _CUSTOM_KINDS.add(kind)
     return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)

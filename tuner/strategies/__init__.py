@@ -16,8 +16,10 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tuner.optuna_adapter import constraint_args
 from tuner.strategies._batch import PendingAwareSampler, config_key
 from tuner.strategies._grid import GridSampler
 
@@ -27,15 +29,32 @@ if TYPE_CHECKING:
     from tuner.space import Space
     from tuner.spec import BayesianStrategy, GridStrategy, RandomStrategy
 
-EngineFactory = Callable[["BayesianStrategy", "Space", int], "BaseSampler"]
+
+@dataclass(frozen=True)
+class Problem:
+    """What a sampler is asked to solve beyond its space.
+
+    Attributes:
+        objectives: how many objectives (several: a Pareto front).
+        constraints: how many constraints each trial carries.
+    """
+
+    objectives: int = 1
+    constraints: int = 0
 
 
-def default_engine() -> str:
-    """``gp`` when torch is importable (optuna's GPSampler needs it), else ``skopt``."""
+EngineFactory = Callable[["BayesianStrategy", "Space", int, Problem], "BaseSampler"]
+
+
+def default_engine(problem: Problem = Problem()) -> str:
+    """``tpe`` for several objectives; else ``gp`` when torch is importable (optuna's
+    GPSampler needs it), else ``skopt``."""
+    if problem.objectives > 1:
+        return "tpe"
     return "gp" if importlib.util.find_spec("torch") is not None else "skopt"
 
 
-def _tpe(strategy: BayesianStrategy, space: Space, seed: int) -> BaseSampler:
+def _tpe(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
     from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import TPESampler
 
@@ -49,10 +68,11 @@ def _tpe(strategy: BayesianStrategy, space: Space, seed: int) -> BaseSampler:
             group=True,
             constant_liar=True,
             n_startup_trials=strategy.n_startup_trials or 10,
+            **constraint_args(problem.constraints),
         )
 
 
-def _gp(strategy: BayesianStrategy, space: Space, seed: int) -> BaseSampler:
+def _gp(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
     if importlib.util.find_spec("torch") is None:
         from tuner.backend import MissingExtraError
 
@@ -64,34 +84,51 @@ def _gp(strategy: BayesianStrategy, space: Space, seed: int) -> BaseSampler:
         seed=seed,
         n_startup_trials=strategy.n_startup_trials or 10,
         warn_independent_sampling=False,
+        **constraint_args(problem.constraints),
     )
 
 
-def _skopt(strategy: BayesianStrategy, space: Space, seed: int) -> BaseSampler:
+def _nsga2(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
+    from optuna.samplers import NSGAIISampler
+
+    # A generation of `population_size` trials evolves from the best of the last ones; the
+    # first generation is random (`n_startup_trials` sets its size).
+    return NSGAIISampler(
+        seed=seed,
+        population_size=strategy.n_startup_trials or 20,
+        **constraint_args(problem.constraints),
+    )
+
+
+def _skopt(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
     from tuner.strategies._skopt import SkoptSampler
 
     return SkoptSampler(space, seed=seed, n_startup_trials=strategy.n_startup_trials or 10)
 
 
-ENGINES: dict[str, EngineFactory] = {"tpe": _tpe, "gp": _gp, "skopt": _skopt}
+ENGINES: dict[str, EngineFactory] = {"tpe": _tpe, "gp": _gp, "skopt": _skopt, "nsga2": _nsga2}
 
 
-def _random(strategy: Any, space: Space, seed: int) -> tuple[str, BaseSampler]:
+def _random(strategy: Any, space: Space, seed: int, problem: Problem) -> tuple[str, BaseSampler]:
     from optuna.samplers import RandomSampler
 
     return "random", RandomSampler(seed=seed)
 
 
-def _grid(strategy: GridStrategy, space: Space, seed: int) -> tuple[str, BaseSampler]:
+def _grid(
+    strategy: GridStrategy, space: Space, seed: int, problem: Problem
+) -> tuple[str, BaseSampler]:
     return "grid", GridSampler(space, seed=seed if strategy.shuffle else None)
 
 
-def _bayesian(strategy: BayesianStrategy, space: Space, seed: int) -> tuple[str, BaseSampler]:
-    engine = strategy.engine or default_engine()
-    return engine, ENGINES[engine](strategy, space, seed)
+def _bayesian(
+    strategy: BayesianStrategy, space: Space, seed: int, problem: Problem
+) -> tuple[str, BaseSampler]:
+    engine = strategy.engine or default_engine(problem)
+    return engine, ENGINES[engine](strategy, space, seed, problem)
 
 
-STRATEGIES: dict[str, Callable[[Any, Space, int], tuple[str, BaseSampler]]] = {
+STRATEGIES: dict[str, Callable[[Any, Space, int, Problem], tuple[str, BaseSampler]]] = {
     "random": _random,
     "grid": _grid,
     "bayesian": _bayesian,
@@ -99,7 +136,10 @@ STRATEGIES: dict[str, Callable[[Any, Space, int], tuple[str, BaseSampler]]] = {
 
 
 def make_sampler(
-    strategy: RandomStrategy | GridStrategy | BayesianStrategy, space: Space, seed: int
+    strategy: RandomStrategy | GridStrategy | BayesianStrategy,
+    space: Space,
+    seed: int,
+    problem: Problem = Problem(),
 ) -> PendingAwareSampler:
     """The sampler for a strategy section of the spec.
 
@@ -107,8 +147,9 @@ def make_sampler(
         strategy: the validated strategy section.
         space: the search space every proposal must belong to.
         seed: the seed for this run of the study (``tuner.orchestrator`` varies it on resume).
+        problem: how many objectives and constraints.
     """
-    engine, base = STRATEGIES[strategy.type](strategy, space, seed)
+    engine, base = STRATEGIES[strategy.type](strategy, space, seed, problem)
     return PendingAwareSampler(base, space, seed=seed, engine=engine)
 
 
@@ -117,6 +158,7 @@ __all__ = [
     "STRATEGIES",
     "GridSampler",
     "PendingAwareSampler",
+    "Problem",
     "config_key",
     "default_engine",
     "make_sampler",

@@ -218,14 +218,57 @@ def run(
 @app.command()
 def resume(
     study: StudyArg,
-    max_trials: Annotated[int | None, typer.Option(help="Override budget.max_trials.")] = None,
+    max_trials: Annotated[
+        int | None,
+        typer.Option(help="Run this many more trials (on top of those finished so far)."),
+    ] = None,
     max_concurrent: Annotated[
         int | None, typer.Option(help="Override budget.max_concurrent.")
     ] = None,
+    spec_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="Continue with this changed spec: a wider range, a new parameter with a "
+            "default, a new choice, another budget or backend (changes that would alter what "
+            "the finished trials meant are refused).",
+        ),
+    ] = None,
 ) -> None:
     """Continue a study: completed trials are kept, interrupted ones run again."""
-    spec = _with_budget(_find(study), max_trials=max_trials, max_concurrent=max_concurrent)
+    found = _find(study)
+    spec = found
+    if spec_path is not None:
+        spec = _load(spec_path)
+        if spec.name != found.name:
+            _fail(
+                f"{spec_path} names study `{spec.name}`, not `{found.name}`; set "
+                f"`name: {found.name}` to continue it, or run it as a new study"
+            )
+        _show_changes(found, spec)
+    more = None
+    if max_trials is not None:
+        more = _finished_trials(spec) + max_trials if max_trials > 0 else max_trials
+    spec = _with_budget(spec, max_trials=more, max_concurrent=max_concurrent)
     _run_study(spec, resume=True)
+
+
+def _finished_trials(spec: StudySpec) -> int:
+    from tuner.store import records
+
+    return sum(1 for t in records(_load_study(spec)) if t.state.is_finished())
+
+
+def _show_changes(before: StudySpec, after: StudySpec) -> None:
+    from tuner.evolve import SpecChangeError, check_evolution
+    from tuner.store import records
+
+    try:
+        changes = check_evolution(before, after, records(_load_study(before)))
+    except SpecChangeError as exc:
+        _fail(str(exc))
+    for change in changes:
+        console.print(f"  changed {change}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.backend import Backend, BackendContext
 from tuner.events import Listeners, StudyListener
+from tuner.evolve import Change, check_evolution
 from tuner.loop import Clock, Loop
 from tuner.optuna_adapter import reload
 from tuner.plugins import create_backend
@@ -119,6 +120,8 @@ class Orchestrator:
                 f"study `{spec.name}` already has {prior} trials in {_where(spec)}; continue "
                 f"it with `tuner resume {spec.name}`, or give the spec a new `name`"
             )
+        if prior:
+            self.changes = _check_changes(spec, storage)
         probe = open_study(spec, None, storage)
         seed = probe.user_attrs.get(Attr.SEED)
         if seed is None:
@@ -201,6 +204,31 @@ def _run_id_keeper(study: optuna.Study) -> Callable[[int | None, str], None]:
         study.set_user_attr(key, run_id)
 
     return keep
+
+
+def _check_changes(spec: StudySpec, storage: BaseStorage) -> list[Change]:
+    """How ``spec`` differs from the spec the study last ran with.
+
+    Raises:
+        SpecChangeError: if it changes what the finished trials meant.
+    """
+    from tuner.records import TrialRecord, is_own
+    from tuner.spec import SpecError, load_spec
+
+    saved = location(spec).spec
+    if not saved.is_file():
+        return []  # a shared storage used from another machine: nothing to compare with
+    try:
+        before = load_spec(saved, import_trial=False)
+    except SpecError:
+        return []  # written by another version of tuner; the storage decides what is kept
+    study_id = storage.get_study_id_from_name(spec.name)
+    trials = [
+        TrialRecord.from_optuna(t)
+        for t in storage.get_all_trials(study_id, deepcopy=False)
+        if is_own(t)
+    ]
+    return check_evolution(before, spec, trials)
 
 
 def _existing_trials(storage: BaseStorage, name: str) -> int:

@@ -1,0 +1,160 @@
+"""A study continued with a changed spec: changes that keep its history meaningful are taken,
+the others refused with the exact difference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import tuner
+from conftest import ROOT, run_tuner
+from tuner.evolve import SpecChangeError
+from tuner.orchestrator import Orchestrator
+from tuner.records import TrialState
+from tuner.store import load_study, records
+
+BASE: dict[str, Any] = {
+    "name": "evolving",
+    "objective": {"metric": "loss"},
+    "space": {"x": {"type": "float", "low": -1.0, "high": 1.0}},
+    "strategy": {"type": "random", "seed": 3},
+    "budget": {"max_trials": 5, "max_concurrent": 1},
+    "trial": {"function": "examples.functions:quadratic"},
+    "backend": {"type": "inprocess"},
+    "tracking": {"mlflow": None},
+}
+
+
+def spec_of(**changes: Any) -> tuner.StudySpec:
+    data = {**BASE, **changes}
+    return tuner.spec.load_spec_text(yaml.safe_dump(data), "study.yaml", str(ROOT))
+
+
+@pytest.fixture
+def finished() -> tuner.StudySpec:
+    """A study that ran its five trials."""
+    spec = spec_of()
+    Orchestrator(spec).run()
+    return spec
+
+
+ACCEPTED = {
+    "a wider range": {"space": {"x": {"type": "float", "low": -3.0, "high": 3.0}}},
+    "a new parameter with a default": {
+        "space": {
+            "x": {"type": "float", "low": -1.0, "high": 1.0},
+            "y": {"type": "float", "low": -1.0, "high": 1.0, "default": 0.0},
+        }
+    },
+    "a longer budget": {"budget": {"max_trials": 8, "max_concurrent": 2}},
+    "another strategy": {"strategy": {"type": "bayesian", "engine": "tpe", "seed": 1}},
+}
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_a_change_that_keeps_the_history_is_accepted(finished: tuner.StudySpec, case: str) -> None:
+    changed = spec_of(**{"budget": {"max_trials": 8, "max_concurrent": 1}, **ACCEPTED[case]})
+    orchestrator = Orchestrator(changed)
+    summary = orchestrator.run(resume=True)
+
+    assert summary.counts[TrialState.COMPLETE] == 8
+    assert orchestrator.changes, "the difference is reported"
+    kept = records(load_study(changed))[:5]
+    assert all(t.state is TrialState.COMPLETE for t in kept)
+
+
+def test_a_new_choice_is_refused_as_optuna_fixes_choices_and_warm_start_is_the_way() -> None:
+    x = BASE["space"]["x"]
+    Orchestrator(spec_of(space={"x": x, "k": {"type": "categorical", "choices": ["a"]}})).run()
+    wider = {"x": x, "k": {"type": "categorical", "choices": ["a", "b"]}}
+    with pytest.raises(SpecChangeError) as caught:
+        Orchestrator(spec_of(space=wider, budget={"max_trials": 7})).run(resume=True)
+    assert [str(c) for c in caught.value.refused] == [
+        "space.k.choices: [a] -> [a, b] (optuna keeps a categorical's choices fixed within a study)"
+    ]
+    assert "warm_start: {study: evolving}" in str(caught.value)
+
+
+REFUSED = {
+    "a renamed metric": ({"objective": {"metric": "error"}}, "objective", "measured"),
+    "a changed direction": (
+        {"objective": {"metric": "loss", "direction": "maximize"}},
+        "objective",
+        "ranked",
+    ),
+    "a range that excludes finished trials": (
+        {"space": {"x": {"type": "float", "low": 0.9, "high": 1.0}}},
+        "space.x.low",
+        "have values it excludes",
+    ),
+    "a new parameter without a default": (
+        {
+            "space": {
+                "x": {"type": "float", "low": -1.0, "high": 1.0},
+                "y": {"type": "float", "low": -1.0, "high": 1.0},
+            }
+        },
+        "space.y",
+        "needs a `default:`",
+    ),
+    "a removed parameter": (
+        {"space": {"z": {"type": "float", "low": -1.0, "high": 1.0, "default": 0.0}}},
+        "space.x",
+        "vary it",
+    ),
+    "a new constraint": ({"constraints": ["loss <= 0.5"]}, "constraints", "judged"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_change_that_alters_the_history_is_refused_with_the_difference(
+    finished: tuner.StudySpec, case: str
+) -> None:
+    changes, field, reason = REFUSED[case]
+    with pytest.raises(SpecChangeError) as caught:
+        Orchestrator(spec_of(**changes)).run(resume=True)
+    fields = {c.field: c for c in caught.value.refused}
+    assert field in fields, fields
+    assert reason in (fields[field].problem or "")
+    assert "warm_start: {study: evolving}" in str(caught.value)
+    assert len(records(load_study(finished))) == 5  # nothing ran
+
+
+def test_a_narrowed_range_that_keeps_every_finished_trial_is_accepted(
+    finished: tuner.StudySpec,
+) -> None:
+    values = [t.params["x"] for t in records(load_study(finished))]
+    low, high = min(values), max(values)
+    narrowed = spec_of(space={"x": {"type": "float", "low": low, "high": high}})
+    assert Orchestrator(narrowed).run(resume=True).finished == 5
+
+
+def test_the_cli_shows_the_changes_and_runs_more_trials(tmp_path: Path) -> None:
+    spec = tmp_path / "study.yaml"
+    spec.write_text(json.dumps(BASE))
+    assert run_tuner("run", str(spec), cwd=tmp_path).returncode == 0
+
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(
+        json.dumps({**BASE, "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}}})
+    )
+    ran = run_tuner("resume", "evolving", "--spec", str(wider), "--max-trials", "3", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "changed space.x.low: -1.0 -> -2.0" in ran.stdout
+    assert "8 complete" in ran.stdout  # three more than the five it had
+
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(json.dumps({**BASE, "objective": {"metric": "error"}}))
+    refused = run_tuner("resume", "evolving", "--spec", str(renamed), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "objective: minimize loss -> minimize error" in refused.stdout + refused.stderr
+
+    other = tmp_path / "other.yaml"
+    other.write_text(json.dumps({**BASE, "name": "another"}))
+    named = run_tuner("resume", "evolving", "--spec", str(other), cwd=tmp_path)
+    assert named.returncode == 2
+    assert "names study `another`, not `evolving`" in named.stdout + named.stderr

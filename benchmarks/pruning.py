@@ -64,8 +64,8 @@ def run_tuner(pruner: str, seed: int, workdir: Path) -> dict[str, float]:
     import optuna
 
     import tuner
-    from tuner.store import load_study
     from tuner.orchestrator import Orchestrator
+    from tuner.store import load_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _init_ray()

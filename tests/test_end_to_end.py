@@ -10,9 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from tuner.orchestrator import Orchestrator
 from tuner.records import StopReason, TrialState
 from tuner.store import location
-from tuner.orchestrator import Orchestrator
 
 pytestmark = pytest.mark.ray
 

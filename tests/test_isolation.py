@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from tuner.backend import FunctionEntry
+from tuner.orchestrator import Orchestrator
 from tuner.records import TrialState
 from tuner.store import load_study, records
-from tuner.orchestrator import Orchestrator
 from tuner.trial_runner import run_function
 
 MESS = FunctionEntry("trial_functions:leaves_a_mess")

@@ -14,9 +14,9 @@ from inprocess import InProcessBackend, InProcessConfig
 from tuner.backend import TrialStatus, TrialUpdate
 from tuner.events import Listener as NullListener
 from tuner.events import StudyStart
+from tuner.orchestrator import Orchestrator
 from tuner.records import Attr, StopReason, StudySummary, TrialRecord, TrialState
 from tuner.store import StudyExistsError, load_study, location, open_study, records
-from tuner.orchestrator import Orchestrator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 import tuner.tracking
 from servers import MlflowServer, free_port
 from tuner.events import Listener as NullListener
+from tuner.orchestrator import Orchestrator
 from tuner.records import StopReason, TrialRecord, TrialState
 from tuner.store import load_study, location
-from tuner.orchestrator import Orchestrator
 from tuner.sync import sync_study
 from tuner.tracking import PENDING_FILE
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.records import TrialState
 from tuner.orchestrator import Orchestrator
+from tuner.records import TrialState
 
 
 @pytest.mark.ray

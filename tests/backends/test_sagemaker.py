@@ -35,10 +35,10 @@ from tuner.backends.sagemaker import (
     pack_source,
     sagemaker_hyperparameters,
 )
+from tuner.orchestrator import Orchestrator
 from tuner.records import Attr, StopReason, TrialState
 from tuner.spec import SpecError, load_spec_text
 from tuner.store import load_study, records
-from tuner.orchestrator import Orchestrator
 from tuner.trial_runner import MetricParser
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1"
@@ -967,3 +967,37 @@ def test_requests_past_sagemakers_limits_fail_the_trial_before_any_job(
     (trial,) = records(load_study(spec))
     assert "at most 40 metric definitions" in (trial.error or "")
     assert sagemaker.created == []
+
+
+def test_dollars_can_be_an_objective_against_accuracy(
+    sagemaker: FakeSageMaker, sm_spec: Callable[..., Any]
+) -> None:
+    """A bigger x trains longer (costs more) and reaches a lower loss: a trade-off in USD."""
+
+    def bigger_is_better_but_dearer(name: str, hp: Mapping[str, str]) -> Outcome:
+        x = float(hp["x"]) + 2.0  # the space is [-2, 2]
+        loss = 1.0 / (1.0 + x)
+        return Outcome(
+            lines=[f"epoch=0 loss={loss:.6f}"],
+            final_metrics={"loss": loss},
+            billable=int(60 + 100 * x),
+        )
+
+    sagemaker.script = bigger_is_better_but_dearer
+    spec = sm_spec(
+        objective=[{"metric": "loss"}, {"metric": "tuner.cost_usd"}],
+        strategy={"type": "random", "seed": 4},
+        budget={"max_trials": 6, "max_concurrent": 2},
+        backend={"prices": {"ml.m5.large": 36.0}},  # 1 cent per second
+    )
+    summary = Orchestrator(spec, tracker=None).run()
+
+    assert summary.counts[TrialState.COMPLETE] == 6
+    front = summary.front
+    assert len(front) == 6  # every trial trades loss for dollars: none dominates another
+    for record in front:
+        assert record.values is not None
+        loss, dollars = record.values
+        assert loss == pytest.approx(1.0 / (3.0 + record.params["x"]), abs=1e-6)
+        assert dollars == pytest.approx(record.cost)
+        assert dollars == pytest.approx(0.01 * int(60 + 100 * (record.params["x"] + 2.0)))

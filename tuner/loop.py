@@ -1,5 +1,8 @@
 """The study loop: ask -> submit -> poll -> report/prune -> tell -> tell the listeners.
 
+One job, the loop, in one class: its steps share the running trials and the tally, so they
+stay together even past 400 lines.
+
 Only this loop changes a study's state, and only through :mod:`tuner.records`' writers. It
 lives as long as one :meth:`tuner.orchestrator.Orchestrator.run`;
 :class:`~tuner.orchestrator.Orchestrator` builds what it needs (the optuna study, the
@@ -25,7 +28,6 @@ from tuner.records import (
     Attr,
     StopReason,
     StudySummary,
-    Tally,
     TrialRecord,
     TrialState,
     optuna_state,
@@ -35,6 +37,7 @@ from tuner.records import (
 )
 from tuner.spec import COST_METRIC, Direction, StudySpec
 from tuner.takeover import RunningTrial, requeue, take_over
+from tuner.tally import Tally
 from tuner.trial_runner import objective_problem
 
 if TYPE_CHECKING:
@@ -198,7 +201,10 @@ class Loop:
         params = self.spec.search_space.suggest(trial)
         if params in self.queued:
             self.queued.remove(params)
-        record = TrialRecord(trial.number, TrialState.RUNNING, params, started=datetime.now())
+        seed = trial.user_attrs.get(Attr.SEED_TRIAL)
+        record = TrialRecord(
+            trial.number, TrialState.RUNNING, params, started=datetime.now(), seed_trial=seed
+        )
         env = {"TUNER_STUDY": self.spec.name, "TUNER_TRIAL": str(trial.number)}
         env |= {**self.spec.trial.env, **self.events.trial_environment(trial.number)}
         handle = TrialHandle(self.spec.backend.type, trial.number)

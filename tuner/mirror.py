@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tuner.records import MLFLOW_STATUS, TrialRecord, TrialState, is_own, pareto_front
+from tuner.records import MLFLOW_STATUS, TrialRecord, TrialState, is_own
+from tuner.tally import pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -191,6 +192,8 @@ def expected_tags(mirror: Mirror, record: TrialRecord, front: set[int] | None) -
         tags["tuner.error"] = record.error[:5000]
     if record.infeasible:
         tags["tuner.infeasible"] = record.infeasible[:5000]
+    if record.seed_trial is not None:
+        tags["tuner.seed_trial"] = str(record.seed_trial)
     if front is not None and record.state is TrialState.COMPLETE:
         tags["tuner.pareto"] = str(record.number in front).lower()
     return tags

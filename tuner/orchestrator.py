@@ -232,11 +232,14 @@ def _check_changes(spec: StudySpec, storage: BaseStorage) -> list[Change]:
 
 
 def _existing_trials(storage: BaseStorage, name: str) -> int:
+    """The study's own trials (warm-start ones never ran here)."""
+    from tuner.records import is_own
+
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False))
+    return sum(1 for t in storage.get_all_trials(study_id, deepcopy=False) if is_own(t))
 
 
 def _run_seed(seed: int, prior_trials: int) -> int:

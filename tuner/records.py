@@ -53,6 +53,10 @@ class Attr:
     """Trial attribute: where a trial told from a warm start came from (it never ran here)."""
     WARM_STARTED = "tuner.warm_started"
     """Study attribute: JSON of what the warm start told (source, trials used and dropped)."""
+    SEED_TRIAL = "tuner.seed_trial"
+    """Trial attribute: the index of the spec's seed trial it evaluates."""
+    WARM_START_REF = "tuner.warm_start_ref"
+    """Trial attribute: which earlier trial a warm-start trial is (told once)."""
     SEEDED = "tuner.seeded"
     """Study attribute: the spec's ``seed_trials`` are queued (once, on the first run)."""
     INFEASIBLE = "tuner.infeasible"
@@ -156,6 +160,8 @@ class TrialRecord:
     """Every objective's value, in the spec's order (several in a multi-objective study)."""
     infeasible: str | None = None
     """The constraints the trial broke (it is never the best), or ``None``."""
+    seed_trial: int | None = None
+    """The index of the spec's ``seed_trials`` configuration it evaluates, if any."""
 
     @property
     def objective_values(self) -> tuple[float, ...] | None:
@@ -197,6 +203,7 @@ class TrialRecord:
             value=trial.values[0] if trial.values else None,
             values=tuple(trial.values) if trial.values else None,
             infeasible=attrs.get(Attr.INFEASIBLE),
+            seed_trial=attrs.get(Attr.SEED_TRIAL),
             metrics=dict(json.loads(metrics) if isinstance(metrics, str) else metrics),
             error=attrs.get(Attr.ERROR),
             traceback=attrs.get(Attr.TRACEBACK),
@@ -235,113 +242,6 @@ class StudySummary:
     def finished(self) -> int:
         """Trials with a final state."""
         return sum(n for state, n in self.counts.items() if state.is_finished())
-
-
-@dataclass
-class Tally:
-    """Counts and the best trials, kept as trials finish (no storage scans on the hot path).
-
-    Args:
-        maximize: per objective, whether it is maximised (one ``bool`` for one objective).
-    """
-
-    maximize: tuple[bool, ...] | bool
-    counts: dict[TrialState, int] = field(default_factory=lambda: dict.fromkeys(TrialState, 0))
-    front: list[TrialRecord] = field(default_factory=list)
-    """The feasible completed trials no other one dominates (one: the best, for one objective)."""
-    cost: float | None = None
-    totals: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.maximize, bool):
-            self.maximize = (self.maximize,)
-
-    @property
-    def best(self) -> TrialRecord | None:
-        """The best feasible trial of a single-objective study (``None`` for several)."""
-        return self.front[0] if self.front and len(self._senses) == 1 else None
-
-    @property
-    def _senses(self) -> tuple[bool, ...]:
-        assert isinstance(self.maximize, tuple)
-        return self.maximize
-
-    def add(self, record: TrialRecord) -> bool:
-        """Counts ``record``; returns whether it is a new best (joins the Pareto front)."""
-        self.counts[record.state] += 1
-        self.spend(record.cost)
-        for key, value in record.details.items():
-            if isinstance(value, int | float) and key.endswith("_usd"):
-                self.totals[key] = self.totals.get(key, 0.0) + value
-        values = record.objective_values
-        if (
-            record.state is not TrialState.COMPLETE
-            or values is None
-            or len(values) != len(self._senses)
-            or record.infeasible
-        ):
-            return False
-        if any(_dominates(other, values, self._senses) for other in self.front):
-            return False
-        if len(self._senses) == 1 and self.front and self.front[0].objective_values == values:
-            return False  # a tie keeps the earlier trial
-        self.front = [other for other in self.front if not _dominates(values, other, self._senses)]
-        self.front.append(record)
-        self.front.sort(key=lambda r: r.number)
-        return True
-
-    def summary(
-        self,
-        name: str,
-        metric: str,
-        direction: str,
-        *,
-        running: int = 0,
-        stop_reason: StopReason | None = None,
-        message: str | None = None,
-    ) -> StudySummary:
-        """The study's summary from these counts (``running`` trials on their backends now)."""
-        return StudySummary(
-            name=name,
-            metric=metric,
-            direction=direction,
-            counts={**self.counts, TrialState.RUNNING: running},
-            best=self.best,
-            stop_reason=stop_reason,
-            message=message,
-            cost=self.cost,
-            totals=dict(self.totals),
-            front=tuple(self.front),
-        )
-
-    def spend(self, cost: float | None) -> None:
-        """Adds what a trial cost, counted or not (a cancelled one is queued again)."""
-        if cost is not None:
-            self.cost = (self.cost or 0.0) + cost
-
-    @property
-    def finished(self) -> int:
-        return sum(n for s, n in self.counts.items() if s.is_finished())
-
-
-def _dominates(
-    a: TrialRecord | tuple[float, ...], b: TrialRecord | tuple[float, ...], senses: tuple[bool, ...]
-) -> bool:
-    """Whether ``a`` is at least as good as ``b`` in every objective and better in one."""
-    av = a.objective_values if isinstance(a, TrialRecord) else a
-    bv = b.objective_values if isinstance(b, TrialRecord) else b
-    assert av is not None
-    assert bv is not None
-    signed = [(x, y) if up else (-x, -y) for x, y, up in zip(av, bv, senses, strict=True)]
-    return all(x >= y for x, y in signed) and any(x > y for x, y in signed)
-
-
-def pareto_front(records: Sequence[TrialRecord], maximize: tuple[bool, ...]) -> list[TrialRecord]:
-    """The feasible completed trials of ``records`` that no other one dominates."""
-    tally = Tally(maximize)
-    for record in records:
-        tally.add(record)
-    return tally.front
 
 
 # --- writing a trial's outcome: what `TrialRecord.from_optuna` reads back --------------------

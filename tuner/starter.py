@@ -7,6 +7,7 @@ reports a learning curve with ``tuner.report`` or a program that prints metric l
 
 The spec is put together from one text per section (the sections that differ by backend or by
 trial kind have one text per variant), so the three starters share every comment they can.
+One job, the starters: most of its length is the templates' own text.
 
 Example:
     >>> starter = render_starter(StarterBackend.RAY, name="digits")

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import InputError, TunerError
 from tuner.paths import SPEC_FILE, StudyLocation, location
-from tuner.records import Attr, StudySummary, Tally, TrialRecord, is_own
+from tuner.records import Attr, StudySummary, TrialRecord, is_own
 from tuner.spec import SpecError, StudySpec, load_spec
 from tuner.strategies.pruners import make_pruner
+from tuner.tally import Tally
 
 if TYPE_CHECKING:
     import optuna
@@ -47,7 +48,7 @@ def open_storage(spec: StudySpec) -> BaseStorage:
     from tuner.journal import DurableJournalFile
 
     if spec.storage.url:
-        return _open_url(spec.storage.url)
+        return open_url(spec.storage.url)
     from tuner.locks import OwnedFileLock
 
     where = location(spec)
@@ -58,7 +59,7 @@ def open_storage(spec: StudySpec) -> BaseStorage:
     return JournalStorage(DurableJournalFile(journal, lock_obj=lock))
 
 
-def _open_url(url: str) -> BaseStorage:
+def open_url(url: str) -> BaseStorage:
     """optuna's storage for ``url``, with what to check when it cannot be opened.
 
     Raises:

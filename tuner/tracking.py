@@ -258,6 +258,8 @@ class MlflowTracker(MlflowWrites, Listener):
             tags["tuner.error"] = record.error[:5000]
         if record.infeasible:
             tags["tuner.infeasible"] = record.infeasible[:5000]
+        if record.seed_trial is not None:
+            tags["tuner.seed_trial"] = str(record.seed_trial)
         self._submit(
             Op(
                 "close_child",

@@ -45,10 +45,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("tuner")
 
-SEED_TRIAL = "tuner.seed_trial"
-"""Trial attribute: the index in ``seed_trials`` of the configuration a trial was queued with."""
-WARM_START_REF = "tuner.warm_start_ref"
-"""Trial attribute: which earlier trial or run a warm-start trial is (``trial 12``, a run id)."""
+SEED_TRIAL = Attr.SEED_TRIAL
+WARM_START_REF = Attr.WARM_START_REF
 
 _TOLERANCE = 1e-9
 """How far beyond a bound a value may be and still count as the bound (as the spec checks)."""
@@ -390,7 +388,7 @@ def open_source_study(spec: StudySpec, config: WarmStart) -> optuna.Study:
     from tuner.optuna_adapter import quiet
     from tuner.paths import JOURNAL_FILE
     from tuner.secrets import redact_url
-    from tuner.store import _open_url
+    from tuner.store import open_url
 
     assert config.study is not None
     name = config.study
@@ -398,7 +396,7 @@ def open_source_study(spec: StudySpec, config: WarmStart) -> optuna.Study:
     if url is None and config.storage is None:
         url = spec.storage.url
     if url is not None:
-        storage, where = _open_url(url), redact_url(url)
+        storage, where = open_url(url), redact_url(url)
         if url == spec.storage.url and name == spec.name:
             raise InputError(f"warm_start.study: `{name}` is this study; name an earlier one")
     else:

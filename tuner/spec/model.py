@@ -153,6 +153,8 @@ class StudySpec(_Section):
             for index, config in enumerate(self.seed_trials):
                 for key, message in self._space.config_problems(config):
                     errors.append(_error(("seed_trials", index, key), "seed_trial", message))
+        if self._space is not None:
+            errors.extend(self._engine_space_problems(self._space))
         if isinstance(self.strategy, GridStrategy):
             for name, param in self.space.items():
                 if isinstance(param, Float) and param.step is None:
@@ -253,6 +255,27 @@ class StudySpec(_Section):
                 )
             )
         return errors
+
+    def _engine_space_problems(self, space: Space) -> list[InitErrorDetails]:
+        if getattr(self.strategy, "engine", None) != "cmaes":
+            return []
+        from tuner.strategies._cmaes import cmaes_parameters
+
+        if cmaes_parameters(space):
+            return []
+        kinds = [
+            f"`{name}` is {'conditional' if param.when else 'categorical'}"
+            for name, param in space.items()
+        ]
+        return [
+            _error(
+                ("strategy", "engine"),
+                "engine_space",
+                "the `cmaes` engine evolves numeric parameters that are active in every trial, "
+                f"and this space has none ({', '.join(kinds)}); use `engine: tpe`, or add a "
+                "float or int parameter without `when:`",
+            )
+        ]
 
     @property
     def search_space(self) -> Space:

@@ -204,8 +204,8 @@ class GridStrategy(_Section):
     shuffle: bool = Field(False, description="Try the grid in a random order.")
 
 
-MULTI_OBJECTIVE_ENGINES = ("tpe", "gp", "nsga2")
-"""The bayesian engines that optimise several objectives at once."""
+MULTI_OBJECTIVE_ENGINES = ("tpe", "gp", "nsga2", "qmc")
+"""The bayesian engines that optimise several objectives at once (qmc reads no results)."""
 
 
 class BayesianStrategy(_Section):
@@ -213,7 +213,7 @@ class BayesianStrategy(_Section):
     (``tpe`` for several objectives)."""
 
     type: Literal["bayesian"] = "bayesian"
-    engine: Literal["gp", "skopt", "tpe", "nsga2"] | None = None
+    engine: Literal["gp", "skopt", "cmaes", "qmc", "tpe", "nsga2"] | None = None
     seed: int | None = None
     n_startup_trials: PositiveInt | None = Field(
         None, description="Random trials before the model takes over (engine default if unset)."

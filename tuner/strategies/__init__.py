@@ -106,7 +106,55 @@ def _skopt(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem
     return SkoptSampler(space, seed=seed, n_startup_trials=strategy.n_startup_trials or 10)
 
 
-ENGINES: dict[str, EngineFactory] = {"tpe": _tpe, "gp": _gp, "skopt": _skopt, "nsga2": _nsga2}
+def _cmaes(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
+    if importlib.util.find_spec("cmaes") is None:
+        from tuner.backend import MissingExtraError
+
+        raise MissingExtraError("cmaes", "cmaes", "the `cmaes` engine (optuna's CmaEsSampler)")
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.samplers import TPESampler
+
+    from tuner.strategies._cmaes import SpaceCmaEsSampler, has_discrete
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        # CMA-ES evolves the numeric parameters that are always active, from the middle of
+        # the space: random start-up trials teach it nothing, so by default there is one.
+        # Univariate TPE proposes categoricals and conditional parameters.
+        return SpaceCmaEsSampler(
+            space,
+            seed=seed,
+            n_startup_trials=strategy.n_startup_trials or 1,
+            independent_sampler=TPESampler(
+                seed=seed, n_startup_trials=strategy.n_startup_trials or 10, constant_liar=True
+            ),
+            warn_independent_sampling=False,
+            with_margin=has_discrete(space),
+        )
+
+
+def _qmc(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
+    from optuna.exceptions import ExperimentalWarning
+
+    from tuner.strategies._qmc import SpaceQMCSampler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        # A space-filling design: it reads no results, so several objectives, constraints and
+        # trials in flight change nothing.
+        return SpaceQMCSampler(
+            space, qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
+        )
+
+
+ENGINES: dict[str, EngineFactory] = {
+    "tpe": _tpe,
+    "gp": _gp,
+    "skopt": _skopt,
+    "nsga2": _nsga2,
+    "cmaes": _cmaes,
+    "qmc": _qmc,
+}
 
 
 def _random(strategy: Any, space: Space, seed: int, problem: Problem) -> tuple[str, BaseSampler]:

@@ -1,5 +1,8 @@
 """Reading a spec from YAML: every problem at once, each with its file, line and column.
 
+One job, reading specs: a spec built in Python (:func:`spec_from_mapping`) goes through the
+same checks, so both forms say the same thing about the same mistake.
+
 The YAML is parsed with a safe loader that keeps every node's position, refuses duplicate
 keys, oversized files and alias bombs; numbers no engine can use are caught on the raw data;
 the model's errors are mapped back onto the file; the trial function's import is checked apart

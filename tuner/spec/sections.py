@@ -3,6 +3,9 @@
 Each section is a frozen pydantic model with ``extra="forbid"``, so an unknown key or a value of
 the wrong type is an error that names the field. :class:`tuner.spec.StudySpec` puts them
 together and checks what spans sections.
+
+One job, the sections: each model is short, and side by side they read as the spec's
+reference (the documentation's is generated from them).
 """
 
 from __future__ import annotations

@@ -158,3 +158,40 @@ def test_the_cli_shows_the_changes_and_runs_more_trials(tmp_path: Path) -> None:
     named = run_tuner("resume", "evolving", "--spec", str(other), cwd=tmp_path)
     assert named.returncode == 2
     assert "names study `another`, not `evolving`" in named.stdout + named.stderr
+
+
+def test_the_strategy_learns_from_earlier_trials_in_the_space_as_it_is_now(
+    finished: tuner.StudySpec,
+) -> None:
+    from optuna.search_space import IntersectionSearchSpace
+
+    from tuner.store import open_study
+    from tuner.strategies import make_sampler
+
+    changed = spec_of(
+        space={
+            "x": {"type": "float", "low": -3.0, "high": 3.0},
+            "y": {"type": "float", "low": -1.0, "high": 1.0, "default": 0.25},
+        },
+        strategy={"type": "bayesian", "engine": "tpe", "seed": 1},
+    )
+    study = open_study(changed)
+    raw = IntersectionSearchSpace().calculate(study)
+    assert "y" not in raw  # what optuna's samplers would see: x changed, y missing
+
+    sampler = make_sampler(changed.strategy, changed.search_space, 0)
+    view = sampler._history.view(study)
+    earlier = view.get_trials()
+    assert all(t.params["y"] == 0.25 for t in earlier)
+    assert all(t.distributions == changed.search_space.distributions() for t in earlier)
+    assert set(IntersectionSearchSpace().calculate(view)) == {"x", "y"}
+    assert [t.params["x"] for t in earlier] == [t.params["x"] for t in study.trials]
+
+
+def test_a_study_whose_space_never_changed_is_read_as_it_is(finished: tuner.StudySpec) -> None:
+    from tuner.store import open_study
+    from tuner.strategies import make_sampler
+
+    study = open_study(finished)
+    sampler = make_sampler(finished.strategy, finished.search_space, 0)
+    assert sampler._history.view(study) is study

@@ -11,11 +11,14 @@ It also keeps optuna's own lines out of a script or notebook that calls tuner (:
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
+
+from optuna import study as optuna_study
 
 # The journal file backend's lock interface and lock context (exported from its module only).
 from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import FrozenTrial, TrialState
 
+    from tuner.space import Space
+
 SUPPORTED = ">=4.4,<6"
 """The optuna releases tuner is tested with (``pyproject.toml`` declares the same)."""
 
@@ -33,6 +38,7 @@ __all__ = [
     "CONSTRAINTS_KEY",
     "SUPPORTED",
     "BaseJournalFileLock",
+    "EvolvedHistory",
     "PruningView",
     "constraint_args",
     "journal_file_lock",
@@ -224,3 +230,96 @@ def constraint_args(count: int) -> dict[str, Any]:
         return list(frozen.system_attrs.get(CONSTRAINTS_KEY, [1.0] * count))
 
     return {"constraints_func": stored}
+
+
+class EvolvedHistory:
+    """The study's trials as the current space would have them, for the strategy to learn from.
+
+    A study resumed with a changed space (:mod:`tuner.evolve`) has trials whose parameters
+    carry the old distributions, or lack a parameter added since. optuna's samplers model
+    jointly only the parameters every trial has with one distribution; the others they sample
+    blindly. This view gives earlier trials the added parameters' defaults and the current
+    distributions (their values fit them: the evolution check made sure), so the history
+    keeps informing every parameter. Studies whose space never changed see their own trials.
+
+    Args:
+        space: the current space.
+    """
+
+    def __init__(self, space: Space):
+        self._space = space
+        self._current = space.distributions()
+        self._seen: dict[int, tuple[TrialState, FrozenTrial | None]] = {}
+
+    def view(self, study: optuna.Study) -> optuna.Study:
+        """``study`` itself, or a view of it with the earlier trials mapped onto the space."""
+        trials = study._get_trials(deepcopy=False, use_cache=True)  # noqa: SLF001
+        if not any(self._mapped(t) is not None for t in trials):
+            return study
+        return _HistoryStudy(study, self._as_now)
+
+    def _as_now(self, trial: FrozenTrial) -> FrozenTrial:
+        mapped = self._mapped(trial)
+        return trial if mapped is None else mapped
+
+    def _mapped(self, trial: FrozenTrial) -> FrozenTrial | None:
+        seen = self._seen.get(trial.number)
+        if seen is not None and seen[0] == trial.state and trial.state.is_finished():
+            return seen[1]
+        mapped = self._map(trial)
+        self._seen[trial.number] = (trial.state, mapped)
+        return mapped
+
+    def _map(self, trial: FrozenTrial) -> FrozenTrial | None:
+        from tuner.space import value_problem
+
+        params: dict[str, Any] = {}
+        distributions = {}
+        changed = False
+        for name, param in self._space.items():
+            if not self._space.is_active(name, params):
+                continue
+            if name in trial.params:
+                value = trial.params[name]
+                known = trial.distributions[name]
+                fits = value_problem(param, value) is None
+                distributions[name] = self._current[name] if fits else known
+                changed |= distributions[name] != known
+            elif param.default is not None and trial.state.is_finished():
+                value = param.default
+                distributions[name] = self._current[name]
+                changed = True
+            else:
+                continue
+            params[name] = value
+        if not changed:
+            return None
+        for name in trial.params.keys() - params.keys():  # outside the space: kept as it was
+            params[name] = trial.params[name]
+            distributions[name] = trial.distributions[name]
+        mapped = copy.copy(trial)
+        mapped.params = params
+        mapped.distributions = distributions
+        return mapped
+
+
+class _HistoryStudy(optuna_study.Study):
+    """A study whose trials are read through ``as_now`` (everything else is the study's)."""
+
+    def __init__(self, study: optuna.Study, as_now: Callable[[FrozenTrial], FrozenTrial]):
+        self.__dict__.update(study.__dict__)
+        self._as_now = as_now
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [self._as_now(t) for t in trials]
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)

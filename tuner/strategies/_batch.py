@@ -10,7 +10,7 @@ import numpy as np
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.optuna_adapter import trials_in
+from tuner.optuna_adapter import EvolvedHistory, trials_in
 from tuner.space import Categorical, Float, Int, Space
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class PendingAwareSampler(BaseSampler):
         self.engine = engine
         self._rng = np.random.default_rng(seed)
         self._distributions = space.distributions()
+        self._history = EvolvedHistory(space)
         self.pending: Callable[[], Iterable[Mapping[str, Any]]] | None = None
         """Where pending configurations come from: the study loop, which knows them, sets it;
         otherwise they are read from the storage."""
@@ -108,6 +109,7 @@ class PendingAwareSampler(BaseSampler):
         return config
 
     def _propose(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
+        study = self._history.view(study)  # a resumed study's trials, as the space is now
         base_space = self.base.infer_relative_search_space(study, trial)
         relative = self.base.sample_relative(study, trial, base_space) if base_space else {}
         config: dict[str, Any] = {}

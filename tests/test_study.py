@@ -324,6 +324,18 @@ def test_load_reads_any_study_back_as_the_run_returned_it() -> None:
         tuner.load("no-such-study")
 
 
+def test_load_finds_a_study_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = python_study().run(progress=False)
+    studies = tmp_path / "tuner-studies"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert tuner.load("api", dir=str(studies)).best == result.best
+    assert tuner.load(str(studies / "api")).best == result.best
+
+
 def test_running_again_asks_whether_to_continue_or_start_over() -> None:
     study = python_study(max_trials=3)
     first = study.run(progress=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tuner.errors import InputError
@@ -120,7 +121,7 @@ def _objective_changes(old: StudySpec, new: StudySpec) -> list[Change]:
                 "the finished trials were judged feasible or not by the old constraints",
             )
         )
-    if old.storage != new.storage:
+    if _where(old) != _where(new):
         changes.append(
             Change(
                 "storage",
@@ -207,6 +208,10 @@ def _section_changes(old: StudySpec, new: StudySpec) -> list[Change]:
                     )
                 )
     return changes
+
+
+def _where(spec: StudySpec) -> tuple[str | None, Path]:
+    return spec.storage.url, Path(spec.storage.dir).resolve()
 
 
 def _outside(param: Float | Int | Categorical, value: Any) -> bool:

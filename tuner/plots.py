@@ -121,11 +121,13 @@ def _interactive(
 
 
 def _arguments(study: optuna.Study, name: str) -> dict[str, Any]:
-    """A plot's arguments: in a study of several objectives, one-objective plots show the
-    first objective (by its metric name)."""
-    if len(study.directions) < 2 or name not in _TARGETED:
+    """A plot's arguments: the objective named by its metric (the first one, in a study of
+    several)."""
+    if name not in _TARGETED:
         return {}
-    names = study.metric_names or ["objective 0"]
+    names = study.metric_names or ["objective"]
+    if len(study.directions) < 2:
+        return {"target_name": names[0]}
     return {"target": lambda trial: trial.values[0], "target_name": names[0]}
 
 

@@ -190,6 +190,8 @@ def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:
         if _is_file(candidate):
             # Reading a study never imports its trial code: it may be slow (torch) or gone.
             spec = load_spec(candidate, import_trial=False)
+            if candidate.name == SPEC_FILE and candidate.parent.name == spec.name:
+                return _kept_in(spec, candidate.parent.parent)
             if candidate.name == SPEC_FILE or _is_file(location(spec).spec):
                 return spec
             raise StudyNotFoundError(
@@ -199,6 +201,15 @@ def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:
     raise StudyNotFoundError(
         f"no study {ref!r}: not a spec file, a study folder, or a study in {studies_dir}/"
     )
+
+
+def _kept_in(spec: StudySpec, studies: Path) -> StudySpec:
+    """A study's saved spec, its studies folder being where it was found (a relative
+    ``storage.dir`` means the folder of whoever ran it, not of whoever reads it)."""
+    if spec.storage.url is not None or Path(spec.storage.dir).resolve() == studies.resolve():
+        return spec
+    storage = spec.storage.model_copy(update={"dir": str(studies)})
+    return spec.model_copy(update={"storage": storage})
 
 
 def _is_file(path: Path) -> bool:

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch for optuna's GP engine: pin the CPU build, which this machine keeps on disk. A looser
 # requirement (or a bare `torch` pulled in by the `gp` extra) would fetch a multi-GB CUDA build.
 TORCH  := torch==2.13.0
-EXTRAS := dev,gp,sagemaker,ui-test,notebook,docs,examples
+EXTRAS := dev,gp,cmaes,sagemaker,ui-test,notebook,docs,examples
 BENCH_STAMP := $(VENV)/.installed-bench
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 

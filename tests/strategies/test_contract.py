@@ -39,6 +39,8 @@ STRATEGIES = {
     "tpe": BayesianStrategy(engine="tpe", n_startup_trials=4, seed=3),
     "gp": BayesianStrategy(engine="gp", n_startup_trials=4, seed=3),
     "skopt": BayesianStrategy(engine="skopt", n_startup_trials=4, seed=3),
+    "cmaes": BayesianStrategy(engine="cmaes", n_startup_trials=4, seed=3),
+    "qmc": BayesianStrategy(engine="qmc", seed=3),
 }
 
 
@@ -94,7 +96,7 @@ def test_a_failed_trial_frees_its_configuration(strategy_name: str) -> None:
     assert space.suggest(study.ask()) == first_config
 
 
-@pytest.mark.parametrize("name", ["random", "tpe", "gp", "skopt", "grid"])
+@pytest.mark.parametrize("name", ["random", "tpe", "gp", "skopt", "grid", "cmaes", "qmc"])
 def test_the_same_seed_gives_the_same_sequence(name: str) -> None:
     space = space_for(name)
 
@@ -132,7 +134,7 @@ def test_a_shuffled_grid_is_a_permutation() -> None:
     assert order != DISCRETE.grid()
 
 
-@pytest.mark.parametrize("engine", ["tpe", "gp", "skopt"])
+@pytest.mark.parametrize("engine", ["tpe", "gp", "skopt", "cmaes"])
 def test_batch_proposals_stay_informed(engine: str) -> None:
     """With four trials in flight, a model-based batch still concentrates near the optimum."""
     space = Space({"x": Float(-10.0, 10.0), "y": Float(-10.0, 10.0)})

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,7 +167,9 @@ def test_tuner_ui_opens_the_study_on_the_model_training_runs_view(
                 browser.close()
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+        ui.wait(timeout=60)
+    with pytest.raises(urllib.error.URLError):  # stopped with `tuner ui`, all of it
+        urllib.request.urlopen(f"{server}/health", timeout=5)
     for name in ("mlflow-runs.png", "mlflow-trial-metrics.png", "mlflow-study-plots.png"):
         assert 10_000 < (DOCS_IMAGES / name).stat().st_size < 400_000
 

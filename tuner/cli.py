@@ -423,15 +423,16 @@ def ui(
     server = mlflow_ui.local_address(host, port)
     process = mlflow_ui.start_server(uri, host, port)
     try:
-        if not mlflow_ui.wait_until_up(server, process):
-            _fail(
-                f"the MLflow UI did not start on {host}:{port} (see its output above); if the "
-                "port is taken, choose another with `--port`",
-                EXIT_ERROR,
-            )
-        show(server, " — Ctrl-C stops it")
-        raise typer.Exit(process.wait())
-    except KeyboardInterrupt:  # the server has its Ctrl-C too (same process group)
+        with mlflow_ui.interrupted_on_termination():
+            if not mlflow_ui.wait_until_up(server, process):
+                _fail(
+                    f"the MLflow UI did not start on {host}:{port} (see its output above); if "
+                    "the port is taken, choose another with `--port`",
+                    EXIT_ERROR,
+                )
+            show(server, " — Ctrl-C stops it")
+            raise typer.Exit(process.wait())
+    except KeyboardInterrupt:
         raise typer.Exit(0) from None
     finally:
         mlflow_ui.stop_server(process)

@@ -1,0 +1,117 @@
+"""Quiet and named: a study run from Python prints tuner's lines only, and its store names the
+objective's metric (optuna-dashboard's axis labels)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, subprocess_env
+from servers import MlflowServer
+from tuner.orchestrator import Orchestrator
+from tuner.store import load_study, open_study
+from tuner.tracking import quiet_client
+
+# A new script or notebook: logging as Python leaves it, MLflow's and optuna's as they set it.
+SCRIPT = """
+import json, sys
+from tuner.orchestrator import Orchestrator
+from tuner.spec import StudySpec
+
+spec = StudySpec.model_validate(json.loads(sys.argv[1]), context={"spec_dir": sys.argv[2]})
+summary = Orchestrator(spec).run()
+print(f"tuner: {summary.finished} trials finished")
+"""
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def tracking_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An MLflow store of each kind: a database file, and a tracking server (where MLflow
+    prints a "View run" line for every run a client ends)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server = MlflowServer(folder).start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+def test_a_study_run_from_python_prints_nothing_but_its_own_lines(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    spec = {
+        "name": "quiet-study",
+        "objective": {"metric": "loss", "direction": "minimize"},
+        "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}},
+        "strategy": {"type": "bayesian", "seed": 7},
+        "pruner": {"type": "median"},
+        "budget": {"max_trials": 3, "max_concurrent": 1},
+        "trial": {"function": "examples.functions:curve"},
+        "backend": {"type": "inprocess"},
+        "tracking": {"mlflow": {"tracking_uri": tracking_uri}},
+        "storage": {"dir": str(tmp_path / "studies")},
+    }
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(spec), str(ROOT)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    # Each of these leaked before: optuna's "[I ...] A new study created in Journal with name"
+    # and "Using an existing study", MLflow's "INFO mlflow.store.db.utils: Creating initial
+    # MLflow database tables", and a "🏃 View run trial-0000 at: ..." per run on a server.
+    assert done.stdout.splitlines() == ["tuner: 3 trials finished"], done.stdout
+    assert done.stderr == ""
+
+
+def test_a_finished_study_names_its_objective_metric(make_spec: Callable[..., Any]) -> None:
+    spec = make_spec(objective={"metric": "val_loss", "direction": "minimize"})
+    Orchestrator(spec).run()
+    study = load_study(spec)
+    assert study.metric_names == ["val_loss"]
+    assert "value_val_loss" in study.trials_dataframe().columns  # optuna's own tables use it
+
+
+def test_a_study_whose_objective_changed_is_named_for_the_new_one(
+    make_spec: Callable[..., Any],
+) -> None:
+    open_study(make_spec(objective={"metric": "loss", "direction": "minimize"}))
+    renamed = make_spec(objective={"metric": "error", "direction": "minimize"})
+    assert open_study(renamed).metric_names == ["error"]
+
+
+def test_opening_a_study_leaves_optunas_logging_as_it_was(make_spec: Callable[..., Any]) -> None:
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    open_study(make_spec())
+    load_study(make_spec())
+    assert optuna.logging.get_verbosity() == before
+
+
+def test_the_trackers_client_leaves_mlflows_logging_as_it_was(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow  # noqa: F401  (configures its logger: INFO, as in a notebook)
+
+    logger = logging.getLogger("mlflow")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    quiet_client(mlflow_uri)
+    assert logger.level == logging.INFO
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ

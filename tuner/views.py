@@ -99,6 +99,7 @@ def print_plan(console: Console, spec: StudySpec) -> None:
     import optuna
 
     from tuner.store import location
+    from tuner.optuna_adapter import quiet
     from tuner.strategies import Problem, make_sampler
 
     seed = spec.strategy.seed if spec.strategy.seed is not None else 0
@@ -112,9 +113,10 @@ def print_plan(console: Console, spec: StudySpec) -> None:
     console.print(f"trial: {what} on backend {spec.backend.type}")
     state = redact_url(spec.storage.url) if spec.storage.url else location(spec).journal
     console.print(f"state: {state}", markup=False)
-    preview = optuna.create_study(
-        sampler=sampler, directions=[o.direction.value for o in spec.objectives]
-    )
+    with quiet():
+        preview = optuna.create_study(
+            sampler=sampler, directions=[o.direction.value for o in spec.objectives]
+        )
     table = Table(title="First configurations")
     for name in spec.space:
         table.add_column(name, justify="right")

@@ -98,8 +98,8 @@ def print_plan(console: Console, spec: StudySpec) -> None:
     """What ``tuner run --dry-run`` shows: the study, its budget and first configurations."""
     import optuna
 
-    from tuner.store import location
     from tuner.optuna_adapter import quiet
+    from tuner.store import location
     from tuner.strategies import Problem, make_sampler
 
     seed = spec.strategy.seed if spec.strategy.seed is not None else 0

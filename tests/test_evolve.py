@@ -67,16 +67,49 @@ def test_a_change_that_keeps_the_history_is_accepted(finished: tuner.StudySpec, 
     assert all(t.state is TrialState.COMPLETE for t in kept)
 
 
-def test_a_new_choice_is_refused_as_optuna_fixes_choices_and_warm_start_is_the_way() -> None:
+def test_a_new_choice_rewrites_the_study_and_keeps_every_trial(mlflow_uri: str) -> None:
     x = BASE["space"]["x"]
-    Orchestrator(spec_of(space={"x": x, "k": {"type": "categorical", "choices": ["a"]}})).run()
+    tracked = {"mlflow": {"tracking_uri": mlflow_uri}}
+    one = {"x": x, "k": {"type": "categorical", "choices": ["a"]}}
+    Orchestrator(spec_of(space=one, tracking=tracked)).run()
+    before = load_study(spec_of(space=one))
+    runs = {k: v for k, v in before.user_attrs.items() if k.startswith("tuner.mlflow_run_id")}
+    earlier = [(t.params, t.values) for t in before.trials]
+
     wider = {"x": x, "k": {"type": "categorical", "choices": ["a", "b"]}}
-    with pytest.raises(SpecChangeError) as caught:
-        Orchestrator(spec_of(space=wider, budget={"max_trials": 7})).run(resume=True)
-    assert [str(c) for c in caught.value.refused] == [
-        "space.k.choices: [a] -> [a, b] (optuna keeps a categorical's choices fixed within a study)"
+    changed = spec_of(space=wider, budget={"max_trials": 9}, tracking=tracked)
+    orchestrator = Orchestrator(changed)
+    summary = orchestrator.run(resume=True)
+
+    assert [str(c) for c in orchestrator.changes] == [
+        "space.k.choices: [a] -> [a, b]",
+        "budget.max_trials: 5 -> 9",
     ]
-    assert "warm_start: {study: evolving}" in str(caught.value)
+    assert summary.counts[TrialState.COMPLETE] == 9
+    after = load_study(changed)
+    assert [(t.params, t.values) for t in after.trials[:5]] == earlier
+    assert {k: after.user_attrs[k] for k in runs} == runs  # the MLflow runs stay the trials'
+    assert {t.params["k"] for t in after.trials[5:]} <= {"a", "b"}
+
+
+def test_a_rewrite_cut_short_by_a_crash_is_finished_or_undone(finished: tuner.StudySpec) -> None:
+    from tuner import migrate
+    from tuner.store import open_storage
+
+    storage = open_storage(finished)
+    before = [t.params for t in load_study(finished).trials]
+    side = "evolving" + migrate.SIDE
+    migrate._copy(storage, storage.get_study_id_from_name("evolving"), side, None)
+    migrate.recover(storage, "evolving")  # not marked complete: dropped, the study untouched
+    assert [t.params for t in load_study(finished).trials] == before
+    assert side not in [s.study_name for s in storage.get_all_studies()]
+
+    migrate._copy(storage, storage.get_study_id_from_name("evolving"), side, None)
+    storage.set_study_system_attr(storage.get_study_id_from_name(side), migrate.COMPLETE, True)
+    storage.delete_study(storage.get_study_id_from_name("evolving"))  # killed here
+    summary = Orchestrator(spec_of(budget={"max_trials": 6})).run(resume=True)
+    assert summary.finished == 6
+    assert [t.params for t in load_study(finished).trials[:5]] == before
 
 
 REFUSED = {

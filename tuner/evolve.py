@@ -4,14 +4,13 @@ A study resumed with another spec (``tuner resume STUDY --spec new.yaml``, or
 ``Study.run(resume=True)`` on a changed study) keeps its finished trials, so the new spec must
 keep them meaningful: the same objectives and constraints, every finished trial's parameters
 inside the new space, and a ``default`` for each parameter added (the value the earlier trials
-are taken to have had). A range that still holds every finished trial, a new parameter with a
-default, another budget, strategy, pruner or backend are fine. Anything else is refused with
-the exact difference and a pointer to ``warm_start``, which starts a new study from the old
-one's trials.
+are taken to have had). A range that still holds every finished trial, a new choice, a new
+parameter with a default, another budget, strategy, pruner or backend are fine. Anything else
+is refused with the exact difference and a pointer to ``warm_start``, which starts a new study
+from the old one's trials.
 
-A categorical's choices and a parameter's log scale cannot change within a study: optuna's
-storages refuse a parameter whose distribution changes kind. ``warm_start`` carries the
-trials into a new study with the new choices instead.
+A categorical's choices and a parameter's log scale are fixed in optuna's storages once a
+trial used them; a study resumed with new ones is rewritten (:mod:`tuner.migrate`).
 
 Example:
     >>> changes = check_evolution(old_spec, new_spec, trials)  # doctest: +SKIP
@@ -30,12 +29,6 @@ from tuner.errors import InputError
 from tuner.records import TrialRecord, TrialState
 from tuner.space import Categorical, Float, Int, value_problem
 from tuner.spec import StudySpec
-
-_FIXED_IN_OPTUNA = {
-    "choices": "optuna keeps a categorical's choices fixed within a study",
-    "log": "optuna keeps a parameter's log scale fixed within a study",
-}
-"""Parameter fields the study's storage refuses to change once a trial used them."""
 
 ACCEPTED_SECTIONS = ("budget", "strategy", "pruner", "backend", "trial", "tracking")
 """Sections that may change freely: they decide what runs next, not what the trials meant."""
@@ -164,8 +157,8 @@ def _space_changes(old: StudySpec, new: StudySpec, finished: Sequence[TrialRecor
             )
         outside = [t.number for t in finished if _outside(after, t.params.get(name))]
         for key in _differing_fields(before, after):
-            problem = _FIXED_IN_OPTUNA.get(key)
-            if problem is None and outside:
+            problem = None
+            if outside:
                 shown = ", ".join(f"#{n}" for n in outside[:5])
                 more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
                 problem = f"finished trials {shown}{more} have values it excludes"

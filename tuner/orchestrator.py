@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tuner import migrate as migration
 from tuner.backend import Backend, BackendContext
 from tuner.events import Listeners, StudyListener
 from tuner.evolve import Change, check_evolution
@@ -114,6 +115,7 @@ class Orchestrator:
     def _run(self, resume: bool) -> StudySummary:
         spec = self.spec
         storage = self._storage if self._storage is not None else open_storage(spec)
+        migration.recover(storage, spec.name)  # a rewrite a crash interrupted is finished
         prior = _existing_trials(storage, spec.name)
         if prior and not resume:
             raise StudyExistsError(
@@ -122,6 +124,8 @@ class Orchestrator:
             )
         if prior:
             self.changes = _check_changes(spec, storage)
+            if migration.needs_migration(storage, spec.name, spec.search_space):
+                migration.migrate(storage, spec.name, spec.search_space)
         probe = open_study(spec, None, storage)
         seed = probe.user_attrs.get(Attr.SEED)
         if seed is None:

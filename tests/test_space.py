@@ -21,25 +21,25 @@ from tuner.space import (
 
 
 def test_low_must_be_below_high_and_the_message_quotes_both() -> None:
-    with pytest.raises(ValidationError, match=r"low < high.*low=3\.0, high=1\.0"):
+    with pytest.raises(SpaceError, match=r"^tuner\.Float\(low=3\.0, high=1\.0\): `low < high`"):
         Float(3.0, 1.0)
 
 
 def test_log_scale_needs_a_positive_low() -> None:
-    with pytest.raises(ValidationError, match="log-scaled range needs `low > 0`"):
+    with pytest.raises(SpaceError, match="log-scaled range needs `low > 0`"):
         Float(0.0, 1.0, log=True)
 
 
 def test_step_must_divide_the_range() -> None:
-    with pytest.raises(ValidationError, match="`step` must divide"):
+    with pytest.raises(SpaceError, match="`step` must divide"):
         Float(0.0, 1.0, step=0.3)
     assert Float(0.0, 1.0, step=0.25).step == 0.25
 
 
 def test_categorical_choices_must_be_unique_and_not_empty() -> None:
-    with pytest.raises(ValidationError, match="empty"):
+    with pytest.raises(SpaceError, match="empty"):
         Categorical([])
-    with pytest.raises(ValidationError, match="twice"):
+    with pytest.raises(SpaceError, match="twice"):
         Categorical(["a", "b", "a"])
     # 1 and True compare equal in Python but are different choices.
     assert Categorical([1, True]).choices == (1, True)
@@ -144,3 +144,31 @@ def test_skopt_conversion_round_trips(param: Float | Int | Categorical, seed: in
 
     drawn = from_skopt_value(param, np.atleast_1d(dimension.rvs(n_samples=1, random_state=seed))[0])
     assert Space({"p": param}).contains({"p": drawn})
+
+
+def test_a_default_must_be_a_value_the_parameter_can_take() -> None:
+    assert Float(0.0, 1.0, default=0.5).default == 0.5
+    with pytest.raises(SpaceError, match=r"`default` is 2\.0, outside \[0\.0, 1\.0\]"):
+        Float(0.0, 1.0, default=2.0)
+    with pytest.raises(SpaceError, match="not a whole number"):
+        Int(1, 4, default=2.5)
+    with pytest.raises(SpaceError, match="not among the choices"):
+        Categorical(["a", "b"], default="c")
+
+
+def test_a_configuration_is_checked_parameter_by_parameter() -> None:
+    space = Space(
+        {
+            "kernel": Categorical(["rbf", "poly"]),
+            "degree": Int(2, 5, when={"kernel": "poly"}),
+            "C": Float(0.1, 10.0),
+        }
+    )
+    assert space.config_problems({"kernel": "poly", "degree": 3, "C": 1.0}) == []
+    assert space.config_problems({"C": 1.0}) == []  # the strategy proposes the rest
+    problems = dict(space.config_problems({"kernel": "rbf", "degree": 3, "C": 20.0}))
+    assert "only takes part when kernel in ['poly']" in problems["degree"]
+    assert "outside [0.1, 10.0]" in problems["C"]
+    assert "did you mean `degree`?" in dict(space.config_problems({"degre": 3}))["degre"]
+    missing = dict(space.config_problems({"kernel": "poly"}, complete=True))
+    assert set(missing) == {"degree", "C"}

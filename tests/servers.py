@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from tuner.mlflow_ui import wait_until_up
 
 
 def free_port() -> int:
@@ -51,13 +52,8 @@ class MlflowServer:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-            while time.monotonic() < deadline and self.process.poll() is None:
-                try:
-                    with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as answer:
-                        if answer.status == 200:
-                            return self
-                except OSError:
-                    time.sleep(0.3)
+            if wait_until_up(self.uri, self.process, max(0.0, deadline - time.monotonic())):
+                return self
             # Exited early: a restart on the same port can find it still held for a moment.
             time.sleep(1.0)
         raise RuntimeError((self.folder / "server.log").read_text()[-3000:])

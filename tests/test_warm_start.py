@@ -4,6 +4,7 @@ configurations run first; neither told, queued nor run twice."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -203,12 +204,21 @@ def test_a_missing_study_is_an_error_naming_the_studies_there_are(
         run(spec)
 
 
-def test_a_default_for_an_unknown_parameter_is_an_error(
-    make_spec: Callable[..., Any], earlier: list[TrialRecord]
-) -> None:
-    spec = make_spec(name="later", warm_start={"study": "earlier", "defaults": {"xx": 1.0}})
-    with pytest.raises(InputError, match=r"warm_start\.defaults\.xx: .*did you mean `x`"):
-        run(spec)
+def test_a_default_for_an_unknown_parameter_is_a_spec_error_with_its_line(tmp_path: Path) -> None:
+    from tuner.spec import SpecError, load_spec_text
+
+    text = (
+        "name: later\nobjective: {metric: loss}\n"
+        "space: {x: {type: float, low: -2.0, high: 2.0}}\nbudget: {max_trials: 3}\n"
+        "trial: {function: examples.functions:quadratic}\n"
+        "warm_start: {study: earlier, defaults: {xx: 1.0}, metrics: {los: loss}}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, "later.yaml", str(tmp_path))
+    issues = {i.field: i for i in caught.value.issues}
+    assert "did you mean `x`" in issues["warm_start.defaults.xx"].message
+    assert issues["warm_start.defaults.xx"].line == 6
+    assert "not an objective" in issues["warm_start.metrics.los"].message
 
 
 # --- from an MLflow experiment ----------------------------------------------------------------

@@ -169,7 +169,6 @@ def warm_start(study: optuna.Study, spec: StudySpec) -> WarmStartReport | None:
         return None
     if (done := stored_report(study.user_attrs)) is not None:
         return done
-    _check_section(spec, config)
     if config.study is not None:
         source, earlier = study_trials(spec, config)
     else:
@@ -191,28 +190,6 @@ def warm_start(study: optuna.Study, spec: StudySpec) -> WarmStartReport | None:
     else:
         _log.info("warm start: %s", report.describe())
     return report
-
-
-def _check_section(spec: StudySpec, config: WarmStart) -> None:
-    """``warm_start.defaults`` and ``warm_start.metrics`` name what this study has."""
-    space = spec.search_space
-    for name, value in config.defaults.items():
-        if name not in space:
-            close = closest(name, list(space))
-            hint = f"did you mean `{close}`? " if close else ""
-            raise InputError(
-                f"warm_start.defaults.{name}: `{name}` is not a parameter of the space; "
-                f"{hint}the parameters are {', '.join(space)}"
-            )
-        if (problem := value_problem(space[name], value)) is not None:
-            raise InputError(f"warm_start.defaults.{name}: `{name}` {problem}")
-    objectives = [o.metric for o in spec.objectives]
-    for name in config.metrics:
-        if name not in objectives:
-            raise InputError(
-                f"warm_start.metrics.{name}: `{name}` is not an objective of this study; "
-                f"rename earlier metrics to one of {', '.join(objectives)}"
-            )
 
 
 def tell(study: optuna.Study, spec: StudySpec, mapped: Iterable[Mapped], source: str) -> None:

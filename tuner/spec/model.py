@@ -23,7 +23,7 @@ from pydantic_core import InitErrorDetails
 from tuner.backend import BackendConfig, FunctionEntry, UnknownBackendError
 from tuner.plugins import available_backends, backend_class
 from tuner.secrets import redact_spec
-from tuner.space import ChoiceValue, Float, Param, Space, SpaceError
+from tuner.space import ChoiceValue, Float, Param, Space, SpaceError, value_problem
 from tuner.spec.sections import (
     COST_METRIC,
     MULTI_OBJECTIVE_ENGINES,
@@ -149,6 +149,8 @@ class StudySpec(_Section):
                         "output",
                     )
                 )
+        if self._space is not None and self.warm_start is not None:
+            errors.extend(_warm_start_problems(self.warm_start, self._space, self.objectives))
         if self._space is not None:
             for index, config in enumerate(self.seed_trials):
                 for key, message in self._space.config_problems(config):
@@ -306,6 +308,32 @@ class StudySpec(_Section):
         if redact:
             data = redact_spec(data)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _warm_start_problems(
+    config: WarmStart, space: Space, objectives: tuple[Objective, ...]
+) -> list[InitErrorDetails]:
+    """``warm_start.defaults`` and ``warm_start.metrics`` name what this study has."""
+    errors = []
+    for name, value in config.defaults.items():
+        where: tuple[str | int, ...] = ("warm_start", "defaults", name)
+        problems = space.config_problems({name: value})
+        if name not in space:
+            errors.append(_error(where, "warm_start_default", problems[0][1]))
+        elif (problem := value_problem(space[name], value)) is not None:
+            errors.append(_error(where, "warm_start_default", f"`{name}` {problem}"))
+    metrics = [o.metric for o in objectives]
+    for name in config.metrics:
+        if name not in metrics:
+            errors.append(
+                _error(
+                    ("warm_start", "metrics", name),
+                    "warm_start_metric",
+                    f"`{name}` is not an objective of this study; the keys of `metrics` are "
+                    f"objectives ({', '.join(metrics)}), the values their earlier names",
+                )
+            )
+    return errors
 
 
 def _with_tags(lean: Any, full: Any) -> Any:

@@ -37,7 +37,8 @@ def print_results(
     console.print(f"Study state: {where}   (tuner status {spec.name} · tuner best {spec.name})")
     if tracking_uri:
         console.print(
-            f"Compare the runs in MLflow:  [bold]mlflow ui --backend-store-uri {tracking_uri}[/]",
+            f"Compare the runs in MLflow:  [bold]tuner ui {spec.name}[/]  (its store: "
+            f"{redact_url(tracking_uri)})",
             soft_wrap=True,
         )
 

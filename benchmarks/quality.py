@@ -12,7 +12,7 @@ prints one JSON line.
 trials are pending (running), and the oldest pending trial is told first.
 
 Strategy cost: milliseconds per proposal with 10, 100 and 500 completed trials in the history,
-per engine (``python -m benchmarks.quality cost ENGINE``).
+per engine (``python -m benchmarks.quality cost ENGINE [10,100,500,2000]``).
 """
 
 from __future__ import annotations
@@ -261,7 +261,8 @@ def main() -> None:
         )
     elif kind == "cost":
         engine = sys.argv[2]
-        costs = {n: proposal_cost(engine, n) for n in (10, 100, 500)}
+        sizes = [int(n) for n in sys.argv[3].split(",")] if len(sys.argv) > 3 else [10, 100, 500]
+        costs = {n: proposal_cost(engine, n) for n in sizes}
         print(json.dumps({"engine": engine, "ms": costs}))
     else:
         raise SystemExit(f"unknown benchmark {kind!r}")

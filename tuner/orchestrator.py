@@ -126,6 +126,8 @@ class Orchestrator:
             self.changes = _check_changes(spec, storage)
             if migration.needs_migration(storage, spec.name, spec.search_space):
                 migration.migrate(storage, spec.name, spec.search_space)
+        else:
+            save_spec(spec)  # before the first write to the store: a kill after it can resume
         probe = open_study(spec, None, storage)
         seed = probe.user_attrs.get(Attr.SEED)
         if seed is None:

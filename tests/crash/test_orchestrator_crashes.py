@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
         pytest.param("trial.finished@3", id="between-a-trials-end-and-its-tell"),
         pytest.param("trial.told@3", id="after-the-tell-before-mlflow-heard"),
         pytest.param("journal.append@30", id="a-torn-journal-write"),
+        pytest.param("journal.append@2", id="before-the-study-is-whole-in-the-store"),
         pytest.param("mlflow.batch@2", id="the-mlflow-writer-mid-batch"),
         pytest.param("mlflow.claimed@3", id="a-run-claimed-but-its-id-not-stored"),
     ],

@@ -39,9 +39,15 @@ SHIFT = 0.05
 """The shifted problem's offset, as a fraction of each parameter's range."""
 
 
-def objective(params: dict[str, Any]) -> float:
-    """Unused: the spec needs a trial function; the benchmark evaluates in place."""
-    raise NotImplementedError
+def trial_function(problem: str) -> Callable[[dict[str, Any]], float]:
+    """The problem as a trial function of ``x0, x1, ...`` (what a study of it would run; the
+    benchmark evaluates the same function in place, without a backend)."""
+    function, bounds, _ = PROBLEMS[problem]
+
+    def evaluate(params: dict[str, Any]) -> float:
+        return float(function(np.array([params[f"x{i}"] for i in range(len(bounds))])))
+
+    return evaluate
 
 
 def _spec(name: str, problem: str, engine: str, seed: int, folder: Path, **sections: Any) -> Any:
@@ -58,7 +64,7 @@ def _spec(name: str, problem: str, engine: str, seed: int, folder: Path, **secti
             },
             "strategy": {"type": "bayesian", "engine": engine, "seed": seed},
             "budget": {"max_trials": TRIALS},
-            "trial": {"function": "benchmarks.warm_start:objective"},
+            "trial": {"function": trial_function(problem)},
             "tracking": {"mlflow": None},
             "storage": {"dir": str(folder)},
             **sections,

@@ -126,8 +126,9 @@ class Orchestrator:
             self.changes = _check_changes(spec, storage)
             if migration.needs_migration(storage, spec.name, spec.search_space):
                 migration.migrate(storage, spec.name, spec.search_space)
-        else:
-            save_spec(spec)  # before the first write to the store: a kill after it can resume
+        # Kept before a new study's first write to the store, so a kill after it can resume;
+        # a changed spec only once the check above accepted it.
+        save_spec(spec)
         probe = open_study(spec, None, storage)
         seed = probe.user_attrs.get(Attr.SEED)
         if seed is None:
@@ -138,7 +139,6 @@ class Orchestrator:
         self.engine = sampler.engine
         study = open_study(spec, sampler, storage)
         study.set_user_attr(Attr.ENGINE, sampler.engine)
-        save_spec(spec)
         uid = study.user_attrs.get(Attr.UID)
         if uid is None:
             uid = secrets.token_hex(6)

@@ -1,17 +1,20 @@
-"""Search quality and strategy cost: tuner's strategies against standalone optuna and skopt.
+"""Search quality and strategy cost: tuner's engines against standalone optuna and skopt.
 
-Quality: simple regret (best value found minus the known optimum) after 60 trials on
-Branin (2-d), Hartmann6 (6-d) and Rosenbrock (10-d), and for one real model (the 3-fold
-cross-validated log loss of scikit-learn's HistGradientBoosting on its bundled breast-cancer
-data, 5 hyperparameters; its optimum is unknown, so its value is reported), per seed, for every tuner strategy run
-sequentially and with 4 trials in flight, and for standalone optuna TPE and GP and
-``skopt.gp_minimize`` run sequentially. ``python -m benchmarks.quality regret PROBLEM CONFIG SEED``
-prints one JSON line.
+Quality: the best value found after each trial (simple regret where the optimum is known, the
+value itself for real models), per seed, on problems of every class a default engine must
+handle (:data:`PROBLEMS`): smooth low-dimensional (Branin, Hartmann6), high-dimensional
+(Rosenbrock-10, Ackley-10, multimodal), noisy (Hartmann6 with noise: what counts is the true
+value of the trial the observations rank best), real models with float, integer and log
+parameters (scikit-learn's HistGradientBoosting, 3-fold CV on its breast-cancer data) and a
+conditional real model (which classifier, then its own hyperparameters). Every tuner engine
+runs sequentially, the default also with 4 and 16 trials in flight, beside standalone optuna
+TPE and GP and ``skopt.gp_minimize``. ``python -m benchmarks.quality curve PROBLEM CONFIG SEED
+[TRIALS]`` prints one JSON line.
 
-"In flight" is simulated exactly as the study loop asks: the strategy proposes while 3 other
-trials are pending (running), and the oldest pending trial is told first.
+"In flight" is simulated exactly as the study loop asks: the strategy proposes while the
+other trials are pending (running), and the oldest pending trial is told first.
 
-Strategy cost: milliseconds per proposal with 10, 100 and 500 completed trials in the history,
+Strategy cost: milliseconds per proposal with 10 to 2,000 completed trials in the history,
 per engine (``python -m benchmarks.quality cost ENGINE [10,100,500,2000]``).
 """
 
@@ -25,9 +28,13 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tuner.space import Space
 
 TRIALS = 60
 
@@ -97,92 +104,264 @@ def hgb_cancer(x: np.ndarray) -> float:
     return float(-scores.mean())
 
 
-PROBLEMS: dict[
-    str, tuple[Callable[[np.ndarray], float], list[tuple[float, float]], float | None]
-] = {
-    "branin": (branin, [(-5.0, 10.0), (0.0, 15.0)], 0.397887),
-    "hartmann6": (hartmann6, [(0.0, 1.0)] * 6, -3.32237),
-    "rosenbrock10": (rosenbrock, [(-2.048, 2.048)] * 10, 0.0),
-    "hgb-cancer": (
-        hgb_cancer,
-        [(-3.0, 0.0), (4.0, 64.0), (2.0, 64.0), (-6.0, 1.0), (0.2, 1.0)],
+def ackley(x: np.ndarray) -> float:
+    d = len(x)
+    return float(
+        -20 * math.exp(-0.2 * math.sqrt(np.sum(x**2) / d))
+        - math.exp(np.sum(np.cos(2 * math.pi * x)) / d)
+        + 20
+        + math.e
+    )
+
+
+def _cv_error(model: Any) -> float:
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    features, labels = _cancer()
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    return float(1 - cross_val_score(model, features, labels, cv=folds).mean())
+
+
+def hgb_error(config: dict[str, Any]) -> float:
+    """3-fold CV error of HistGradientBoosting: learning rate and L2 penalty on a log scale,
+    leaves and minimum leaf size integers (issue #13's real model)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(
+        learning_rate=config["learning_rate"],
+        max_leaf_nodes=config["max_leaf_nodes"],
+        min_samples_leaf=config["min_samples_leaf"],
+        l2_regularization=config["l2_regularization"],
+        max_iter=50,
+        early_stopping=False,
+        random_state=0,
+    )
+    return _cv_error(model)
+
+
+def classifier_error(config: dict[str, Any]) -> float:
+    """3-fold CV error of the classifier ``config`` picks, with its own hyperparameters."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    kind = config["model"]
+    model: Any
+    if kind == "svc":
+        model = SVC(C=config["svc_c"], gamma=config["svc_gamma"])
+    elif kind == "logreg":
+        model = LogisticRegression(C=config["logreg_c"], max_iter=500)
+    elif kind == "knn":
+        model = KNeighborsClassifier(config["knn_k"], weights=config["knn_weights"])
+    else:
+        model = DecisionTreeClassifier(
+            max_depth=config["tree_depth"], min_samples_leaf=config["tree_leaf"], random_state=0
+        )
+    return _cv_error(make_pipeline(StandardScaler(), model))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A benchmark problem.
+
+    Attributes:
+        kind: the class of problem it stands for.
+        space: builds its tuner search space.
+        evaluate: the observed value of a configuration (``rng`` draws its noise, if any).
+        optimum: the known optimum (regret is reported), or ``None`` (the value is).
+        truth: the noiseless value, for noisy problems.
+    """
+
+    kind: str
+    space: Callable[[], Space]
+    evaluate: Callable[[dict[str, Any], np.random.Generator], float]
+    optimum: float | None
+    truth: Callable[[dict[str, Any]], float] | None = None
+
+
+def _box(bounds: list[tuple[float, float]]) -> Callable[[], Space]:
+    def space() -> Space:
+        from tuner.space import Float, Space
+
+        return Space({f"x{i}": Float(lo, hi) for i, (lo, hi) in enumerate(bounds)})
+
+    return space
+
+
+def _vector(function: Callable[[np.ndarray], float]) -> Callable[[dict[str, Any]], float]:
+    return lambda config: function(np.array([config[f"x{i}"] for i in range(len(config))]))
+
+
+def _exact(
+    function: Callable[[dict[str, Any]], float],
+) -> Callable[[dict[str, Any], np.random.Generator], float]:
+    return lambda config, rng: function(config)
+
+
+def _noisy(
+    function: Callable[[dict[str, Any]], float], sd: float
+) -> Callable[[dict[str, Any], np.random.Generator], float]:
+    return lambda config, rng: function(config) + float(rng.normal(0.0, sd))
+
+
+def _hgb_cancer_space() -> Space:
+    from tuner.space import Float, Space
+
+    return Space(
+        {
+            "x0": Float(-3.0, 0.0),
+            "x1": Float(4.0, 64.0),
+            "x2": Float(2.0, 64.0),
+            "x3": Float(-6.0, 1.0),
+            "x4": Float(0.2, 1.0),
+        }
+    )
+
+
+def _hgb_error_space() -> Space:
+    from tuner.space import Float, Int, Space
+
+    return Space(
+        {
+            "learning_rate": Float(1e-3, 1.0, log=True),
+            "max_leaf_nodes": Int(4, 64),
+            "min_samples_leaf": Int(2, 64, log=True),
+            "l2_regularization": Float(1e-6, 10.0, log=True),
+        }
+    )
+
+
+def _classifier_space() -> Space:
+    from tuner.space import Categorical, Float, Int, Space
+
+    return Space(
+        {
+            "model": Categorical(["svc", "logreg", "knn", "tree"]),
+            "svc_c": Float(1e-3, 1e3, log=True, when={"model": "svc"}),
+            "svc_gamma": Float(1e-5, 10.0, log=True, when={"model": "svc"}),
+            "logreg_c": Float(1e-4, 1e4, log=True, when={"model": "logreg"}),
+            "knn_k": Int(1, 50, when={"model": "knn"}),
+            "knn_weights": Categorical(["uniform", "distance"], when={"model": "knn"}),
+            "tree_depth": Int(1, 20, when={"model": "tree"}),
+            "tree_leaf": Int(1, 50, log=True, when={"model": "tree"}),
+        }
+    )
+
+
+_HARTMANN = _vector(hartmann6)
+
+PROBLEMS: dict[str, Problem] = {
+    "branin": Problem(
+        "smooth, 2-d", _box([(-5.0, 10.0), (0.0, 15.0)]), _exact(_vector(branin)), 0.397887
+    ),
+    "hartmann6": Problem("smooth, 6-d", _box([(0.0, 1.0)] * 6), _exact(_HARTMANN), -3.32237),
+    "rosenbrock10": Problem(
+        "high-dimensional, 10-d", _box([(-2.048, 2.048)] * 10), _exact(_vector(rosenbrock)), 0.0
+    ),
+    "ackley10": Problem(
+        "high-dimensional multimodal, 10-d",
+        _box([(-32.768, 32.768)] * 10),
+        _exact(_vector(ackley)),
+        0.0,
+    ),
+    "hartmann6-noisy": Problem(
+        "noisy (sd 0.2), 6-d",
+        _box([(0.0, 1.0)] * 6),
+        _noisy(_HARTMANN, 0.2),
+        -3.32237,
+        truth=_HARTMANN,
+    ),
+    "hgb-cancer": Problem(
+        "real model, 5 floats (CV log loss)",
+        _hgb_cancer_space,
+        _exact(lambda c: hgb_cancer(np.array([c[f"x{i}"] for i in range(5)]))),
+        None,
+    ),
+    "hgb-error": Problem(
+        "real model, integer and log parameters (CV error)",
+        _hgb_error_space,
+        _exact(hgb_error),
+        None,
+    ),
+    "classifier": Problem(
+        "real model, conditional: 4 classifiers (CV error)",
+        _classifier_space,
+        _exact(classifier_error),
         None,
     ),
 }
-"""name -> (function, bounds, known optimum: regret is reported; None: the value is)."""
-GRID_STEPS = {"branin": (2.5, 2.5)}  # 7 x 7 = 49 points, within 60 trials
+"""Every problem of the suite, by name."""
 
-CONFIGS = [
-    "tuner-random",
-    "tuner-grid",
-    "tuner-tpe",
-    "tuner-gp",
-    "tuner-skopt",
-    "tuner-tpe-x4",
-    "tuner-gp-x4",
-    "tuner-skopt-x4",
-    "tuner-random-x4",
-    "optuna-tpe",
-    "optuna-gp",
-    "skopt-gp_minimize",
-]
+DEFAULT = "tuner-auto"
+"""The default strategy: ``strategy: {type: bayesian}`` with no engine."""
+ENGINE_CONFIGS = ["tuner-gp", "tuner-tpe", "tuner-cmaes", "tuner-qmc", "tuner-random"]
+PEERS = ["optuna-tpe", "optuna-gp", "skopt-gp_minimize"]
+CONFIGS = [DEFAULT, f"{DEFAULT}-x4", f"{DEFAULT}-x16", *ENGINE_CONFIGS, *PEERS]
 
 
-def _tuner_regret(problem: str, config: str, seed: int) -> float:
+def curve(problem: str, config: str, seed: int, trials: int = TRIALS) -> list[float]:
+    """The best value found after each trial (regret where the optimum is known)."""
+    spec = PROBLEMS[problem]
+    space = spec.space()
+    rng = np.random.default_rng([seed, 13])
+    values: list[float] = []
+    best: tuple[float, float] | None = None  # (observed, true) of the incumbent
+
+    def evaluate(config_: dict[str, Any]) -> float:
+        nonlocal best
+        observed = spec.evaluate(config_, rng)
+        true = spec.truth(config_) if spec.truth is not None else observed
+        if best is None or observed < best[0]:
+            best = (observed, true)
+        values.append(best[1] - (spec.optimum or 0.0))
+        return observed
+
+    if config.startswith("tuner-"):
+        _run_tuner(space, config.removeprefix("tuner-"), seed, trials, evaluate)
+    elif config == "skopt-gp_minimize":
+        _run_skopt(space, seed, trials, evaluate)
+    else:
+        _run_optuna(space, config, seed, trials, evaluate)
+    return values
+
+
+def _run_tuner(
+    space: Space, name: str, seed: int, trials: int, evaluate: Callable[[dict[str, Any]], float]
+) -> None:
     import optuna
 
-    from tuner.space import Float, Space
-    from tuner.spec import BayesianStrategy, GridStrategy, RandomStrategy
+    from tuner.spec import BayesianStrategy, RandomStrategy
     from tuner.strategies import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    function, bounds, optimum = PROBLEMS[problem]
-    name = config.removeprefix("tuner-")
-    in_flight = 4 if name.endswith("-x4") else 1
-    name = name.removesuffix("-x4")
-    steps = GRID_STEPS.get(problem, (None,) * len(bounds)) if name == "grid" else None
-    space = Space(
-        {
-            f"x{i}": Float(lo, hi, step=steps[i] if steps else None)
-            for i, (lo, hi) in enumerate(bounds)
-        }
-    )
+    in_flight = 1
+    if "-x" in name:
+        name, count = name.rsplit("-x", 1)
+        in_flight = int(count)
     strategy: Any
     if name == "random":
         strategy = RandomStrategy(seed=seed)
-    elif name == "grid":
-        strategy = GridStrategy(shuffle=True, seed=seed)
     else:
         strategy = BayesianStrategy(engine=name, seed=seed)
     sampler = make_sampler(strategy, space, seed)
     study = optuna.create_study(sampler=sampler)
-    pending: deque[tuple[Any, dict[str, float]]] = deque()
+    pending: deque[tuple[Any, dict[str, Any]]] = deque()
     told = 0
-    while told < TRIALS:
-        while len(pending) < in_flight and told + len(pending) < TRIALS:
-            if sampler.is_exhausted(study):
-                break
+    while told < trials:
+        while len(pending) < in_flight and told + len(pending) < trials:
             trial = study.ask()
             pending.append((trial, space.suggest(trial)))
-        if not pending:
-            break
-        trial, config_ = pending.popleft()
-        study.tell(trial, function(np.array([config_[f"x{i}"] for i in range(len(bounds))])))
+        trial, config = pending.popleft()
+        study.tell(trial, evaluate(config))
         told += 1
-    return study.best_value - (optimum or 0.0)
 
 
-def _peer_regret(problem: str, config: str, seed: int) -> float:
-    function, bounds, optimum = PROBLEMS[problem]
-    if config == "skopt-gp_minimize":
-        import skopt
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = skopt.gp_minimize(
-                lambda x: function(np.array(x)), bounds, n_calls=TRIALS, random_state=seed
-            )
-        return float(result.fun) - (optimum or 0.0)
+def _run_optuna(
+    space: Space, config: str, seed: int, trials: int, evaluate: Callable[[dict[str, Any]], float]
+) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -192,19 +371,40 @@ def _peer_regret(problem: str, config: str, seed: int) -> float:
         else optuna.samplers.GPSampler(seed=seed)
     )
     study = optuna.create_study(sampler=sampler)
-
-    def objective(trial: optuna.Trial) -> float:
-        x = [trial.suggest_float(f"x{i}", lo, hi) for i, (lo, hi) in enumerate(bounds)]
-        return function(np.array(x))
-
-    study.optimize(objective, n_trials=TRIALS)
-    return study.best_value - (optimum or 0.0)
+    study.optimize(lambda trial: evaluate(space.suggest(trial)), n_trials=trials)
 
 
-def regret(problem: str, config: str, seed: int) -> float:
-    if config.startswith("tuner-"):
-        return _tuner_regret(problem, config, seed)
-    return _peer_regret(problem, config, seed)
+def _run_skopt(
+    space: Space, seed: int, trials: int, evaluate: Callable[[dict[str, Any]], float]
+) -> None:
+    """``skopt.gp_minimize`` over every parameter (it has no conditions: the objective sees
+    only the active ones)."""
+    import skopt
+    from skopt.space import Categorical as SkCategorical
+    from skopt.space import Integer, Real
+
+    from tuner.space import Categorical, Int
+
+    dimensions: list[Any] = []
+    for param in space.values():
+        if isinstance(param, Categorical):
+            dimensions.append(SkCategorical(list(param.choices)))
+        else:
+            prior = "log-uniform" if param.log else "uniform"
+            kind = Integer if isinstance(param, Int) else Real
+            dimensions.append(kind(param.low, param.high, prior=prior))
+    names = list(space)
+
+    def objective(point: list[Any]) -> float:
+        config: dict[str, Any] = {}
+        for name, value in zip(names, point, strict=True):
+            if space.is_active(name, config):
+                config[name] = value.item() if hasattr(value, "item") else value
+        return evaluate(config)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        skopt.gp_minimize(objective, dimensions, n_calls=trials, random_state=seed)
 
 
 def proposal_cost(engine: str, history: int, proposals: int = 4) -> dict[str, float]:
@@ -213,13 +413,11 @@ def proposal_cost(engine: str, history: int, proposals: int = 4) -> dict[str, fl
     of the next ones (``warm``: as in a running study, where engines reuse their last fit)."""
     import optuna
 
-    from tuner.space import Float, Space
     from tuner.spec import BayesianStrategy, RandomStrategy
     from tuner.strategies import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    function, bounds, _ = PROBLEMS["hartmann6"]
-    space = Space({f"x{i}": Float(lo, hi) for i, (lo, hi) in enumerate(bounds)})
+    space = PROBLEMS["hartmann6"].space()
     strategy = (
         RandomStrategy(seed=0) if engine == "random" else BayesianStrategy(engine=engine, seed=0)
     )
@@ -227,38 +425,30 @@ def proposal_cost(engine: str, history: int, proposals: int = 4) -> dict[str, fl
     rng = np.random.default_rng(0)
     distributions = space.distributions()
     for _ in range(history):
-        x = rng.uniform(0, 1, size=len(bounds))
+        x = rng.uniform(0, 1, size=len(space))
         study.add_trial(
             optuna.trial.create_trial(
                 params={f"x{i}": float(v) for i, v in enumerate(x)},
                 distributions=distributions,
-                value=function(x),
+                value=hartmann6(x),
             )
         )
     times = []
     for _ in range(proposals):
         started = time.perf_counter()
         trial = study.ask()
-        config = space.suggest(trial)
-        study.tell(trial, function(np.array([config[f"x{i}"] for i in range(len(bounds))])))
+        study.tell(trial, _HARTMANN(space.suggest(trial)))
         times.append((time.perf_counter() - started) * 1000)
     return {"cold": times[0], "warm": float(np.median(times[1:]))}
 
 
 def main() -> None:
     kind = sys.argv[1]
-    if kind == "regret":
+    if kind == "curve":
         problem, config, seed = sys.argv[2], sys.argv[3], int(sys.argv[4])
-        print(
-            json.dumps(
-                {
-                    "problem": problem,
-                    "config": config,
-                    "seed": seed,
-                    "regret": regret(problem, config, seed),
-                }
-            )
-        )
+        trials = int(sys.argv[5]) if len(sys.argv) > 5 else TRIALS
+        values = curve(problem, config, seed, trials)
+        print(json.dumps({"problem": problem, "config": config, "seed": seed, "curve": values}))
     elif kind == "cost":
         engine = sys.argv[2]
         sizes = [int(n) for n in sys.argv[3].split(",")] if len(sys.argv) > 3 else [10, 100, 500]

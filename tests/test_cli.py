@@ -79,6 +79,8 @@ def test_run_then_status_best_and_resume_by_any_name(spec_file: Path, tmp_path: 
     assert code == 0, out
     assert "engine tpe" in out
     assert "6 complete" in out
+    assert "· tpe" in out  # each trial line ends with the engine that proposed it
+    assert "engine" in out.split("Best trials")[1]
     assert "stopped: max_trials reached" in out
 
     for ref in ("cli-study", str(spec_file), str(tmp_path / "tuner-studies" / "cli-study")):

@@ -27,7 +27,7 @@ def test_a_study_on_ray_writes_a_parent_run_and_a_child_run_per_trial(
             "kind": {"type": "categorical", "choices": ["a", "b"]},
             "depth": {"type": "int", "low": 1, "high": 3, "when": {"kind": "b"}},
         },
-        strategy={"type": "bayesian", "engine": "tpe", "seed": 3, "n_startup_trials": 3},
+        strategy={"type": "bayesian", "seed": 3, "n_startup_trials": 3},
         budget={"max_trials": 6, "max_concurrent": 2},
         trial={"function": "examples.functions:curve"},
         backend={"type": "ray"},
@@ -54,7 +54,7 @@ def test_a_study_on_ray_writes_a_parent_run_and_a_child_run_per_trial(
     assert parent.info.run_name == "e2e"
     assert parent.info.status == "FINISHED"
     assert parent.data.params["strategy"] == "bayesian"
-    assert parent.data.params["engine"] == "tpe"
+    assert parent.data.params["engine"] == "auto"
     assert parent.data.params["budget.max_trials"] == "6"
     assert parent.data.metrics["best_loss"] == pytest.approx(summary.best.value)
     assert parent.data.tags["tuner.best_trial"] == str(summary.best.number)
@@ -75,7 +75,13 @@ def test_a_study_on_ray_writes_a_parent_run_and_a_child_run_per_trial(
         history = client.get_metric_history(run.info.run_id, "loss")
         assert sorted({m.step for m in history}) == [0, 1, 2, 3, 4]
         assert study.user_attrs[f"tuner.mlflow_run_id.{trial.number}"] == run.info.run_id
+        assert run.data.tags["tuner.engine"] == trial.user_attrs["tuner.engine"]
     assert study.user_attrs["tuner.mlflow_parent_run_id"] == parent.info.run_id
+    # The default engine's start-up trials are random; by the last trial at least three have
+    # completed, and a categorical, conditional space is TPE's.
+    engines = [by_trial[n].data.tags["tuner.engine"] for n in range(6)]
+    assert engines[:2] == ["random", "random"]
+    assert engines[5] == "tpe"
 
 
 def test_failed_trials_reach_mlflow_with_their_error(

@@ -283,6 +283,7 @@ def test_the_result_has_the_best_trial_a_table_and_plots(mlflow_uri: str) -> Non
         "attempts",
         "node",
         "cost",
+        "engine",
         "run_id",
     ]  # fmt: skip  (a parameter and a metric both named `width` are told apart)
     assert len(trials) == 6
@@ -290,6 +291,7 @@ def test_the_result_has_the_best_trial_a_table_and_plots(mlflow_uri: str) -> Non
     assert (trials["metric.width"] == trials["param.width"] * 2.0).all()
     assert (trials["seconds"] >= 0).all()
     assert (trials["attempts"] == 1).all()
+    assert (trials["engine"] == "random").all()  # the engine that proposed each trial
     best = result.best
     assert best is not None
     assert best.value == trials["value"].min()

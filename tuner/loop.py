@@ -202,8 +202,15 @@ class Loop:
         if params in self.queued:
             self.queued.remove(params)
         seed = trial.user_attrs.get(Attr.SEED_TRIAL)
+        engine = "seed" if seed is not None else self.sampler.engine_for(trial.number)
+        trial.set_user_attr(Attr.ENGINE, engine)
         record = TrialRecord(
-            trial.number, TrialState.RUNNING, params, started=datetime.now(), seed_trial=seed
+            trial.number,
+            TrialState.RUNNING,
+            params,
+            started=datetime.now(),
+            seed_trial=seed,
+            engine=engine,
         )
         env = {"TUNER_STUDY": self.spec.name, "TUNER_TRIAL": str(trial.number)}
         env |= {**self.spec.trial.env, **self.events.trial_environment(trial.number)}

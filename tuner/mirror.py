@@ -194,6 +194,8 @@ def expected_tags(mirror: Mirror, record: TrialRecord, front: set[int] | None) -
         tags["tuner.infeasible"] = record.infeasible[:5000]
     if record.seed_trial is not None:
         tags["tuner.seed_trial"] = str(record.seed_trial)
+    if record.engine:
+        tags["tuner.engine"] = record.engine
     if front is not None and record.state is TrialState.COMPLETE:
         tags["tuner.pareto"] = str(record.number in front).lower()
     return tags

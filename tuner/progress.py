@@ -112,8 +112,8 @@ class ProgressDisplay(Listener):
 
 
 def trial_line(record: TrialRecord, metrics: Sequence[str]) -> tuple[str, str]:
-    """A finished trial's outcome (its objectives, error or state) and its parameters and
-    seconds, as the progress displays show them."""
+    """A finished trial's outcome (its objectives, error or state) and its parameters,
+    seconds and the engine that proposed it, as the progress displays show them."""
     values = record.objective_values or ()
     if record.state is TrialState.COMPLETE and len(values) == len(metrics):
         outcome = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values, strict=True))
@@ -125,7 +125,8 @@ def trial_line(record: TrialRecord, metrics: Sequence[str]) -> tuple[str, str]:
         outcome = record.state.value.lower()
     params = " ".join(f"{k}={format_value(v)}" for k, v in record.params.items())
     seconds = f" ({record.duration:.1f}s)" if record.duration is not None else ""
-    return outcome, params + seconds
+    engine = f" · {record.engine}" if record.engine else ""
+    return outcome, params + seconds + engine
 
 
 def status_line(summary: StudySummary, running: int, metrics: Sequence[str]) -> str:

@@ -46,6 +46,8 @@ class Attr:
     TRACKING_URI = "tuner.tracking_uri"
     SEED = "tuner.seed"
     ENGINE = "tuner.engine"
+    """Study attribute: the strategy's engine (``auto``...); trial attribute: the engine that
+    proposed the trial."""
     SPEC = "tuner.spec"
     UID = "tuner.uid"
     """A random id of the study, unlike its name unique for ever (tags its cloud jobs)."""
@@ -162,6 +164,8 @@ class TrialRecord:
     """The constraints the trial broke (it is never the best), or ``None``."""
     seed_trial: int | None = None
     """The index of the spec's ``seed_trials`` configuration it evaluates, if any."""
+    engine: str | None = None
+    """The engine that proposed it (``gp``, ``tpe``... or ``seed`` for a seed trial)."""
 
     @property
     def objective_values(self) -> tuple[float, ...] | None:
@@ -204,6 +208,7 @@ class TrialRecord:
             values=tuple(trial.values) if trial.values else None,
             infeasible=attrs.get(Attr.INFEASIBLE),
             seed_trial=attrs.get(Attr.SEED_TRIAL),
+            engine=attrs.get(Attr.ENGINE),
             metrics=dict(json.loads(metrics) if isinstance(metrics, str) else metrics),
             error=attrs.get(Attr.ERROR),
             traceback=attrs.get(Attr.TRACEBACK),

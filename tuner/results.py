@@ -181,6 +181,7 @@ class StudyResult:
                 attempts=trial.attempts,
                 node=trial.node,
                 cost=trial.cost,
+                engine=trial.engine,
                 run_id=trial.mlflow_run_id,
             )
             rows.append(row)
@@ -296,7 +297,7 @@ class StudyResult:
         return "<br>".join(html.escape(line) for line in self._lines())
 
 
-_TAIL = ("seconds", "attempts", "node", "cost", "run_id")
+_TAIL = ("seconds", "attempts", "node", "cost", "engine", "run_id")
 
 
 def load(study: str, *, dir: str = "tuner-studies") -> StudyResult:

@@ -248,9 +248,10 @@ space:
 
 _STRATEGY = """\
 # How the next configuration is chosen.
-#   {type: bayesian}   a model of the results so far picks it; `engine: gp` (optuna's Gaussian
-#                      process, needs torch), `skopt` or `tpe` (default: gp when torch is
-#                      installed, else skopt); `n_startup_trials` random ones first
+#   {type: bayesian}   a model of the results so far picks it; the default engine, `auto`,
+#                      chooses one per trial (a Gaussian process on spaces of floats, TPE
+#                      otherwise); `engine: gp | tpe | cmaes | skopt | qmc | nsga2` picks one;
+#                      `n_startup_trials` random ones first
 #   {type: random}     independent samples
 #   {type: grid}       every combination once (float parameters need a `step`); ends by itself,
 #                      `shuffle: true` tries it in a random order

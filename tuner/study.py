@@ -82,8 +82,8 @@ class Study:
         seed_trials: known configurations to evaluate first.
         warm_start: the ``warm_start:`` mapping: ``{"study": "earlier"}`` or
             ``{"mlflow_experiment": "manual-runs"}``.
-        strategy: ``"random"``, ``"grid"``, ``"bayesian"``, an engine name (``"tpe"``,
-            ``"gp"``, ``"skopt"``: a bayesian strategy on it), the ``strategy:`` mapping or
+        strategy: ``"random"``, ``"grid"``, ``"bayesian"``, an engine name (``"auto"``,
+            ``"tpe"``, ``"gp"``...: a bayesian strategy on it), the ``strategy:`` mapping or
             a strategy model.
         seed: the strategy's seed.
         budget: the ``budget:`` mapping; its fields may also be given as keywords.

@@ -222,7 +222,8 @@ class MlflowTracker(MlflowWrites, Listener):
                     "run_id": self._claimed.pop(record.number, None),
                     "started": int(record.started.timestamp() * 1000) if record.started else None,
                     "params": {k: str(v) for k, v in record.params.items()},
-                    "tags": self._common_tags,
+                    # The study's tuner.engine (`auto`) becomes the one that proposed the trial.
+                    "tags": self._common_tags | _engine_tag(record),
                 },
             )
         )
@@ -407,6 +408,10 @@ class MlflowTracker(MlflowWrites, Listener):
         for op in load_ops(self._study_dir / PENDING_FILE):
             if op.kind not in ("open_parent", "known_runs", "drain_pool", "retry"):
                 self._submit(op)
+
+
+def _engine_tag(record: TrialRecord) -> dict[str, str]:
+    return {"tuner.engine": record.engine} if record.engine else {}
 
 
 def _common_tags(start: StudyStart) -> dict[str, str]:

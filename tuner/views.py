@@ -59,8 +59,9 @@ def print_counts(console: Console, summary: StudySummary) -> None:
 
 
 def trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> Table:
-    """Trials with their objective, parameters and seconds."""
+    """Trials with their objective, parameters, seconds and the engine that proposed them."""
     names = list(spec.space)
+    engines = any(record.engine for record in trials)
     table = Table(title=title)
     table.add_column("trial", justify="right")
     for objective in spec.objectives:
@@ -68,6 +69,8 @@ def trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> T
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("seconds", justify="right")
+    if engines:
+        table.add_column("engine")
     if spec.constraints:
         table.add_column("constraints", overflow="fold")
     count = len(spec.objectives)
@@ -80,6 +83,8 @@ def trials_table(spec: StudySpec, trials: list[TrialRecord], *, title: str) -> T
             *(fmt(record.params.get(n, "")) for n in names),
             f"{record.duration:.1f}" if record.duration is not None else "-",
         ]
+        if engines:
+            row.append(record.engine or "-")
         if spec.constraints:
             row.append(f"broken: {record.infeasible}" if record.infeasible else "kept")
         table.add_row(*row)

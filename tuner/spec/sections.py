@@ -207,19 +207,22 @@ class GridStrategy(_Section):
     shuffle: bool = Field(False, description="Try the grid in a random order.")
 
 
-MULTI_OBJECTIVE_ENGINES = ("tpe", "gp", "nsga2", "qmc")
+MULTI_OBJECTIVE_ENGINES = ("auto", "tpe", "gp", "nsga2", "qmc")
 """The bayesian engines that optimise several objectives at once (qmc reads no results)."""
 
 
 class BayesianStrategy(_Section):
-    """Model-based search. ``engine`` defaults to ``gp`` when torch is installed, else ``skopt``
-    (``tpe`` for several objectives)."""
+    """Model-based search. ``engine`` defaults to ``auto``, which chooses an engine for each
+    proposal: Sobol trials first, then the GP on numeric spaces (CMA-ES after 200 trials) or
+    TPE on categorical, conditional and multi-objective ones."""
 
     type: Literal["bayesian"] = "bayesian"
-    engine: Literal["gp", "skopt", "cmaes", "qmc", "tpe", "nsga2"] | None = None
+    engine: Literal["auto", "gp", "skopt", "cmaes", "qmc", "tpe", "nsga2"] | None = None
     seed: int | None = None
     n_startup_trials: PositiveInt | None = Field(
-        None, description="Random trials before the model takes over (engine default if unset)."
+        None,
+        description="Start-up trials before the model takes over (random, or Sobol with "
+        "`auto`; the engine's default if unset).",
     )
 
 

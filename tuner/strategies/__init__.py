@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from tuner.strategies._grid import GridSampler
 
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
+    from optuna.trial import FrozenTrial
 
     from tuner.space import Space
     from tuner.spec import BayesianStrategy, GridStrategy, RandomStrategy
@@ -47,11 +48,8 @@ EngineFactory = Callable[["BayesianStrategy", "Space", int, Problem], "BaseSampl
 
 
 def default_engine(problem: Problem = Problem()) -> str:
-    """``tpe`` for several objectives; else ``gp`` when torch is importable (optuna's
-    GPSampler needs it), else ``skopt``."""
-    if problem.objectives > 1:
-        return "tpe"
-    return "gp" if importlib.util.find_spec("torch") is not None else "skopt"
+    """``auto``, which chooses an engine for each proposal (:mod:`tuner.strategies._auto`)."""
+    return "auto"
 
 
 def _tpe(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
@@ -107,6 +105,17 @@ def _skopt(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem
 
 
 def _cmaes(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
+    # CMA-ES evolves the numeric parameters that are always active, from the middle of the
+    # space: random start-up trials teach it nothing, so by default there is one.
+    startup = strategy.n_startup_trials
+    return _cmaes_from(space, seed, startup or 1, history=(), tpe_startup=startup or 10)
+
+
+def _cmaes_from(
+    space: Space, seed: int, startup: int, history: Sequence[FrozenTrial], tpe_startup: int
+) -> BaseSampler:
+    """CMA-ES over ``space``, warm-started from the completed trials in ``history`` that hold
+    every parameter it evolves (from the middle of the space if none does)."""
     if importlib.util.find_spec("cmaes") is None:
         from tuner.backend import MissingExtraError
 
@@ -114,19 +123,19 @@ def _cmaes(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem
     from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import TPESampler
 
-    from tuner.strategies._cmaes import SpaceCmaEsSampler, has_discrete
+    from tuner.strategies._cmaes import SpaceCmaEsSampler, has_discrete, warm_start_trials
 
+    source = warm_start_trials(space, history)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        # CMA-ES evolves the numeric parameters that are always active, from the middle of
-        # the space: random start-up trials teach it nothing, so by default there is one.
         # Univariate TPE proposes categoricals and conditional parameters.
         return SpaceCmaEsSampler(
             space,
             seed=seed,
-            n_startup_trials=strategy.n_startup_trials or 1,
+            n_startup_trials=0 if source else startup,
+            source_trials=source or None,
             independent_sampler=TPESampler(
-                seed=seed, n_startup_trials=strategy.n_startup_trials or 10, constant_liar=True
+                seed=seed, n_startup_trials=tpe_startup, constant_liar=True
             ),
             warn_independent_sampling=False,
             with_margin=has_discrete(space),
@@ -147,7 +156,21 @@ def _qmc(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) 
         )
 
 
+def _auto(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
+    from tuner.strategies._auto import STARTUP_TRIALS, AutoSampler
+
+    startup = strategy.n_startup_trials or STARTUP_TRIALS
+
+    def build(engine: str, history: Sequence[FrozenTrial]) -> BaseSampler:
+        if engine == "cmaes":
+            return _cmaes_from(space, seed, startup, history, tpe_startup=startup)
+        return ENGINES[engine](strategy, space, seed, problem)
+
+    return AutoSampler(space, build, objectives=problem.objectives, startup=startup)
+
+
 ENGINES: dict[str, EngineFactory] = {
+    "auto": _auto,
     "tpe": _tpe,
     "gp": _gp,
     "skopt": _skopt,

@@ -85,6 +85,7 @@ class PendingAwareSampler(BaseSampler):
         self._rng = np.random.default_rng(seed)
         self._distributions = space.distributions()
         self._history = EvolvedHistory(space)
+        self._redrawn: set[int] = set()
         self.pending: Callable[[], Iterable[Mapping[str, Any]]] | None = None
         """Where pending configurations come from: the study loop, which knows them, sets it;
         otherwise they are read from the storage."""
@@ -106,7 +107,16 @@ class PendingAwareSampler(BaseSampler):
             if config_key(config) not in pending:
                 break
             config = random_config(self.space, self._rng)
+            self._redrawn.add(trial.number)
         return config
+
+    def engine_for(self, number: int) -> str:
+        """The engine that proposed trial ``number`` (``random`` where a pending configuration
+        was drawn again); ask it before the trial is told."""
+        if number in self._redrawn:
+            return "random"
+        chosen = getattr(self.base, "engine_for", None)
+        return (chosen(number) if chosen is not None else None) or self.engine
 
     def _propose(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
         study = self._history.view(study)  # a resumed study's trials, as the space is now
@@ -144,6 +154,7 @@ class PendingAwareSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
+        self._redrawn.discard(trial.number)
         self.base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

@@ -72,6 +72,20 @@ def _choices(space: Space, name: str) -> tuple[Any, ...]:
     return param.choices if isinstance(param, Categorical) else ()
 
 
+def warm_start_trials(space: Space, history: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The completed trials of ``history`` that hold every parameter CMA-ES evolves, with the
+    space's distribution: what a CMA-ES run can be warm-started from."""
+    distributions = space.distributions()
+    names = [name for name in cmaes_parameters(space) if not distributions[name].single()]
+    return [
+        t
+        for t in history
+        if t.state == TrialState.COMPLETE
+        and names
+        and all(t.distributions.get(name) == distributions[name] for name in names)
+    ]
+
+
 def has_discrete(space: Space) -> bool:
     """Whether CMA-ES evolves an integer or a stepped float on a linear scale: CMA-ES with
     margin keeps such a parameter from collapsing onto one value."""

@@ -1,0 +1,159 @@
+"""The default engine: each proposal comes from the engine that suits the study at that point.
+
+No single engine is right everywhere (``benchmarks/RESULTS.md``): optuna's GP is the most
+sample-efficient on smooth spaces of floats but costs a kernel fit over the whole history per
+proposal (0.75 s at 500 trials) and models the plateaus of integer parameters poorly; TPE
+handles integer, categorical and conditional parameters and stays cheap; CMA-ES is the tool
+for long continuous runs. So ``auto`` chooses per proposal:
+
+1. **A model for the space**: the GP when every parameter is a float without a step and the
+   study has one objective; TPE (multivariate, grouped, constant liar) when there is an
+   integer, a stepped float, a categorical or a conditional parameter, or several objectives.
+   Either starts with its own ``startup`` random trials (reported as ``random``; a Sobol
+   start was measured and made the GP worse on Hartmann6).
+2. **A bounded long run**: once ``gp_trials`` trials have completed the GP hands over to
+   CMA-ES, warm-started from the history (its mean and covariance estimated from the best
+   trials, as optuna's WS-CMA-ES does), whose cost per proposal does not grow with it. A
+   one-parameter space, where CMA-ES does not apply, hands over to TPE, as does a machine
+   without the ``cmaes`` package.
+
+Each proposal's engine is kept per trial (:meth:`AutoSampler.engine_for`), so the CLI and
+MLflow can say which engine proposed which trial.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.space import Float
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+
+    from tuner.space import Space
+
+STARTUP_TRIALS = 10
+"""Random trials before a model proposes."""
+GP_TRIALS = 200
+"""Completed trials after which a numeric space's GP hands over to CMA-ES: the GP's cost per
+proposal grows with the history (about 0.2 s at 200 trials on 2 cores, 0.75 s at 500)."""
+
+
+def is_continuous(space: Space) -> bool:
+    """Whether every parameter is an unconditional float without a step (the GP's ground)."""
+    return all(isinstance(p, Float) and p.step is None and not p.when for p in space.values())
+
+
+def _complete(study: Study) -> int:
+    return len(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True))  # noqa: SLF001
+
+
+class AutoSampler(BaseSampler):
+    """Chooses an engine for each proposal; see the module docstring.
+
+    Args:
+        space: the search space.
+        build: makes an engine by name (``tpe``, ``gp``, ``cmaes``) with the completed trials
+            so far (``cmaes`` warm-starts from them).
+        objectives: how many objectives the study has.
+        startup: the engines' random trials before a model proposes (for the labels).
+        gp_trials: completed trials after which the GP hands over (numeric spaces).
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        build: Callable[[str, Sequence[FrozenTrial]], BaseSampler],
+        *,
+        objectives: int = 1,
+        startup: int = STARTUP_TRIALS,
+        gp_trials: int = GP_TRIALS,
+    ):
+        self._space = space
+        self._build = build
+        self._startup = startup
+        self._gp_trials = gp_trials
+        continuous = objectives == 1 and is_continuous(space)
+        self._modelled = _numeric_model() if continuous else "tpe"
+        cmaes = importlib.util.find_spec("cmaes") is not None
+        self._long = "cmaes" if cmaes and len(space) > 1 and self._modelled == "gp" else "tpe"
+        self._engines: dict[str, BaseSampler] = {}
+        self._chosen: dict[int, str] = {}
+        self._labels: dict[int, str] = {}
+
+    def choose(self, study: Study) -> str:
+        """The engine for the next proposal, from the completed trials so far."""
+        if self._modelled == "gp" and _complete(study) >= self._gp_trials:
+            return self._long
+        return self._modelled
+
+    def engine_for(self, number: int) -> str | None:
+        """The engine that proposed trial ``number`` in this process, if it did (``random``
+        for the start-up trials an engine draws before its model)."""
+        return self._labels.get(number)
+
+    def _engine(self, name: str, study: Study) -> BaseSampler:
+        engine = self._engines.get(name)
+        if engine is None:
+            history = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # noqa: SLF001
+            engine = self._engines[name] = self._build(name, history)
+        return engine
+
+    def _for(self, study: Study, trial: FrozenTrial) -> BaseSampler:
+        name = self._chosen.get(trial.number)
+        if name is None:
+            name = self._chosen[trial.number] = self.choose(study)
+            startup = name != "cmaes" and _complete(study) < self._startup
+            self._labels[trial.number] = "random" if startup else name
+        return self._engine(name, study)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._for(study, trial).before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._for(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        engine = self._for(study, trial)
+        return engine.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        # The engine that proposed the trial learns its outcome; one from an earlier process
+        # (a resumed study) tells the engine in use now.
+        self._labels.pop(trial.number, None)
+        name = self._chosen.pop(trial.number, None) or self.choose(study)
+        self._engine(name, study).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        for engine in self._engines.values():
+            engine.reseed_rng()
+
+
+def _numeric_model() -> str:
+    """The GP where torch is installed (optuna's GPSampler needs it), else TPE."""
+    return "gp" if importlib.util.find_spec("torch") is not None else "tpe"

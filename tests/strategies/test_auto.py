@@ -156,3 +156,30 @@ def test_without_cmaes_a_long_run_hands_over_to_tpe(monkeypatch: pytest.MonkeyPa
     )
     _, engines = run(auto(PLANE, gp_trials=6), PLANE, 8)
     assert engines == ["random"] * 4 + ["gp"] * 2 + ["tpe"] * 2
+
+
+def test_with_trials_in_flight_the_model_proposes_once_enough_have_started() -> None:
+    """Random start-up trials count as they start: with six in flight and three completed,
+    the seventh is the model's, not a seventh blind draw."""
+    space = Space({"x": Float(-5.0, 5.0), "n": Int(0, 8)})
+    sampler = make_sampler(BayesianStrategy(n_startup_trials=6, seed=1), space, 1)
+    study = optuna.create_study(sampler=sampler)
+    running = []
+    for _ in range(6):
+        trial = study.ask()
+        running.append((trial, space.suggest(trial)))
+    assert [sampler.engine_for(t.number) for t, _ in running] == ["random"] * 6
+
+    def finish_one() -> None:
+        trial, config = running.pop(0)
+        study.tell(trial, bowl(config))
+
+    finish_one()
+    finish_one()
+    trial = study.ask()  # two completed: too few for a model
+    running.append((trial, space.suggest(trial)))
+    assert sampler.engine_for(trial.number) == "random"
+    finish_one()
+    trial = study.ask()  # three completed, seven started
+    space.suggest(trial)
+    assert sampler.engine_for(trial.number) == "tpe"

@@ -157,14 +157,20 @@ def _qmc(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) 
 
 
 def _auto(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
-    from tuner.strategies._auto import STARTUP_TRIALS, AutoSampler
+    from optuna.samplers import RandomSampler
+
+    from tuner.strategies._auto import MODEL_TRIALS, STARTUP_TRIALS, AutoSampler
 
     startup = strategy.n_startup_trials or STARTUP_TRIALS
+    # auto decides when the start-up ends; its models propose from MODEL_TRIALS on.
+    model = strategy.model_copy(update={"n_startup_trials": min(startup, MODEL_TRIALS)})
 
     def build(engine: str, history: Sequence[FrozenTrial]) -> BaseSampler:
+        if engine == "random":
+            return RandomSampler(seed=seed)
         if engine == "cmaes":
             return _cmaes_from(space, seed, startup, history, tpe_startup=startup)
-        return ENGINES[engine](strategy, space, seed, problem)
+        return ENGINES[engine](model, space, seed, problem)
 
     return AutoSampler(space, build, objectives=problem.objectives, startup=startup)
 

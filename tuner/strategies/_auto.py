@@ -9,8 +9,11 @@ for long continuous runs. So ``auto`` chooses per proposal:
 1. **A model for the space**: the GP when every parameter is a float without a step and the
    study has one objective; TPE (multivariate, grouped, constant liar) when there is an
    integer, a stepped float, a categorical or a conditional parameter, or several objectives.
-   Either starts with its own ``startup`` random trials (reported as ``random``; a Sobol
-   start was measured and made the GP worse on Hartmann6).
+   Either comes after ``startup`` random trials (a Sobol start was measured and made the GP
+   worse on Hartmann6). With trials in flight the random ones are counted as they start, not
+   as they complete: once ``startup`` trials have started and three have completed, the model
+   proposes, conditioning on the running ones, instead of drawing blindly until ``startup``
+   trials have completed (26 random trials of 60 with 16 in flight).
 2. **A bounded long run**: once ``gp_trials`` trials have completed the GP hands over to
    CMA-ES, warm-started from the history (its mean and covariance estimated from the best
    trials, as optuna's WS-CMA-ES does), whose cost per proposal does not grow with it. A
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
 
 STARTUP_TRIALS = 10
 """Random trials before a model proposes."""
+MODEL_TRIALS = 3
+"""Completed trials a model needs, with trials in flight, to propose before ``startup`` have
+completed (the engines are built to propose from this many)."""
 GP_TRIALS = 200
 """Completed trials after which a numeric space's GP hands over to CMA-ES: the GP's cost per
 proposal grows with the history (about 0.2 s at 200 trials on 2 cores, 0.75 s at 500)."""
@@ -50,8 +56,12 @@ def is_continuous(space: Space) -> bool:
     return all(isinstance(p, Float) and p.step is None and not p.when for p in space.values())
 
 
-def _complete(study: Study) -> int:
-    return len(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True))  # noqa: SLF001
+def _started(study: Study) -> tuple[int, int]:
+    """Completed and running trials."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING)
+    trials = study._get_trials(deepcopy=False, states=states, use_cache=False)  # noqa: SLF001
+    complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    return complete, len(trials) - complete
 
 
 class AutoSampler(BaseSampler):
@@ -59,10 +69,11 @@ class AutoSampler(BaseSampler):
 
     Args:
         space: the search space.
-        build: makes an engine by name (``tpe``, ``gp``, ``cmaes``) with the completed trials
-            so far (``cmaes`` warm-starts from them).
+        build: makes an engine by name (``random``, ``tpe``, ``gp``, ``cmaes``) with the
+            completed trials so far (``cmaes`` warm-starts from them); ``tpe`` and ``gp`` must
+            propose from :data:`MODEL_TRIALS` completed trials on.
         objectives: how many objectives the study has.
-        startup: the engines' random trials before a model proposes (for the labels).
+        startup: random trials before a model proposes.
         gp_trials: completed trials after which the GP hands over (numeric spaces).
     """
 
@@ -85,18 +96,22 @@ class AutoSampler(BaseSampler):
         self._long = "cmaes" if cmaes and len(space) > 1 and self._modelled == "gp" else "tpe"
         self._engines: dict[str, BaseSampler] = {}
         self._chosen: dict[int, str] = {}
-        self._labels: dict[int, str] = {}
 
-    def choose(self, study: Study) -> str:
-        """The engine for the next proposal, from the completed trials so far."""
-        if self._modelled == "gp" and _complete(study) >= self._gp_trials:
+    def choose(self, study: Study, *, asking: bool = True) -> str:
+        """The engine for the next proposal (``asking``: the trial being proposed is already
+        running), from the trials completed and running so far."""
+        complete, running = _started(study)
+        started = complete + running - (1 if asking else 0)
+        ready = min(self._startup, MODEL_TRIALS)
+        if complete < self._startup and (complete < ready or started < self._startup):
+            return "random"
+        if self._modelled == "gp" and complete >= self._gp_trials:
             return self._long
         return self._modelled
 
     def engine_for(self, number: int) -> str | None:
-        """The engine that proposed trial ``number`` in this process, if it did (``random``
-        for the start-up trials an engine draws before its model)."""
-        return self._labels.get(number)
+        """The engine that proposed trial ``number`` in this process, if it did."""
+        return self._chosen.get(number)
 
     def _engine(self, name: str, study: Study) -> BaseSampler:
         engine = self._engines.get(name)
@@ -109,8 +124,6 @@ class AutoSampler(BaseSampler):
         name = self._chosen.get(trial.number)
         if name is None:
             name = self._chosen[trial.number] = self.choose(study)
-            startup = name != "cmaes" and _complete(study) < self._startup
-            self._labels[trial.number] = "random" if startup else name
         return self._engine(name, study)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -145,8 +158,7 @@ class AutoSampler(BaseSampler):
     ) -> None:
         # The engine that proposed the trial learns its outcome; one from an earlier process
         # (a resumed study) tells the engine in use now.
-        self._labels.pop(trial.number, None)
-        name = self._chosen.pop(trial.number, None) or self.choose(study)
+        name = self._chosen.pop(trial.number, None) or self.choose(study, asking=False)
         self._engine(name, study).after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

@@ -234,7 +234,10 @@ def test_resume_keeps_completed_trials_and_reruns_interrupted_ones(
     assert [r.number for r in finished if r.state is TrialState.CANCELLED] == [orphan.number]
     ran_now = [r for r in finished if r.state is not TrialState.CANCELLED]
     assert len(ran_now) == 3  # only what was missing
-    assert orphan_x in [r.params["x"] for r in ran_now]  # the interrupted trial ran again
+    rerun = [r for r in ran_now if r.params["x"] == orphan_x]
+    assert len(rerun) == 1  # the interrupted trial ran again, said so, not as a proposal
+    assert rerun[0].engine == "requeued"
+    assert {r.engine for r in ran_now if r is not rerun[0]} == {"random"}
     after = load_study(spec)
     for number, params in completed_before.items():
         assert after.trials[number].params == params

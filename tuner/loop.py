@@ -199,10 +199,13 @@ class Loop:
     def _launch(self) -> None:
         trial = self.study.ask()
         params = self.spec.search_space.suggest(trial)
-        if params in self.queued:
+        requeued = params in self.queued
+        if requeued:
             self.queued.remove(params)
         seed = trial.user_attrs.get(Attr.SEED_TRIAL)
-        engine = "seed" if seed is not None else self.sampler.engine_for(trial.number)
+        engine = self.sampler.engine_for(trial.number)
+        if seed is not None or requeued:  # a configuration given, not proposed
+            engine = "seed" if seed is not None else "requeued"
         trial.set_user_attr(Attr.ENGINE, engine)
         record = TrialRecord(
             trial.number,

@@ -165,7 +165,8 @@ class TrialRecord:
     seed_trial: int | None = None
     """The index of the spec's ``seed_trials`` configuration it evaluates, if any."""
     engine: str | None = None
-    """The engine that proposed it (``gp``, ``tpe``... or ``seed`` for a seed trial)."""
+    """The engine that proposed it (``gp``, ``tpe``...; ``seed`` for a seed trial, ``requeued``
+    for an interrupted trial run again)."""
 
     @property
     def objective_values(self) -> tuple[float, ...] | None:

@@ -183,3 +183,29 @@ def test_with_trials_in_flight_the_model_proposes_once_enough_have_started() -> 
     trial = study.ask()  # three completed, seven started
     space.suggest(trial)
     assert sampler.engine_for(trial.number) == "tpe"
+
+
+@needs_torch
+def test_a_constrained_long_run_stays_with_tpe() -> None:
+    # CMA-ES ignores constraints: a study with some hands over to TPE, which learns them.
+    sampler = make_sampler(
+        BayesianStrategy(n_startup_trials=4, seed=1), PLANE, 1, Problem(constraints=1)
+    )
+    sampler.base._gp_trials = 6
+    _, engines = run(sampler, PLANE, 8)
+    assert engines == ["random"] * 4 + ["gp"] * 2 + ["tpe"] * 2
+
+
+@needs_torch
+def test_a_long_run_resumed_with_a_changed_range_hands_over_without_failing() -> None:
+    """Trials from before the change that no longer fit do not warm-start CMA-ES; too few
+    that do mean a start from the middle of the space, never an error."""
+    storage = optuna.storages.InMemoryStorage()
+    first = auto(PLANE, gp_trials=12)
+    study = optuna.create_study(sampler=first, storage=storage, study_name="s")
+    run(first, PLANE, 8, study)
+    narrower = Space({"x": Float(-4.0, 5.0), "y": Float(-5.0, 5.0)})
+    resumed = auto(narrower, gp_trials=12)
+    study = optuna.load_study(study_name="s", storage=storage, sampler=resumed)
+    _, engines = run(resumed, narrower, 8, study)
+    assert engines == ["gp"] * 4 + ["cmaes"] * 4

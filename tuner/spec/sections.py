@@ -109,7 +109,7 @@ class Constraint(_Section):
     """A bound a reported metric must keep for a trial to count, written ``memory_mb <= 4000``.
 
     Infeasible trials are recorded (and tagged in MLflow) but never reported as best; the
-    bayesian engines that can (tpe, gp, nsga2) learn to avoid them.
+    bayesian engines that can (auto, tpe, gp, nsga2) learn to avoid them.
     """
 
     metric: str
@@ -213,16 +213,16 @@ MULTI_OBJECTIVE_ENGINES = ("auto", "tpe", "gp", "nsga2", "qmc")
 
 class BayesianStrategy(_Section):
     """Model-based search. ``engine`` defaults to ``auto``, which chooses an engine for each
-    proposal: Sobol trials first, then the GP on numeric spaces (CMA-ES after 200 trials) or
-    TPE on categorical, conditional and multi-objective ones."""
+    proposal: random start-up trials, then the GP on spaces of floats (CMA-ES after 200
+    trials) or TPE on integer, categorical, conditional, constrained and multi-objective ones."""
 
     type: Literal["bayesian"] = "bayesian"
     engine: Literal["auto", "gp", "skopt", "cmaes", "qmc", "tpe", "nsga2"] | None = None
     seed: int | None = None
     n_startup_trials: PositiveInt | None = Field(
         None,
-        description="Start-up trials before the model takes over (random, or Sobol with "
-        "`auto`; the engine's default if unset).",
+        description="Random trials before the model takes over (the engine's default if "
+        "unset: 10 for `auto`).",
     )
 
 

@@ -172,7 +172,13 @@ def _auto(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem)
             return _cmaes_from(space, seed, startup, history, tpe_startup=startup)
         return ENGINES[engine](model, space, seed, problem)
 
-    return AutoSampler(space, build, objectives=problem.objectives, startup=startup)
+    return AutoSampler(
+        space,
+        build,
+        objectives=problem.objectives,
+        constraints=problem.constraints,
+        startup=startup,
+    )
 
 
 ENGINES: dict[str, EngineFactory] = {

@@ -17,8 +17,8 @@ for long continuous runs. So ``auto`` chooses per proposal:
 2. **A bounded long run**: once ``gp_trials`` trials have completed the GP hands over to
    CMA-ES, warm-started from the history (its mean and covariance estimated from the best
    trials, as optuna's WS-CMA-ES does), whose cost per proposal does not grow with it. A
-   one-parameter space, where CMA-ES does not apply, hands over to TPE, as does a machine
-   without the ``cmaes`` package.
+   one-parameter space, where CMA-ES does not apply, hands over to TPE, as do a constrained
+   study (CMA-ES ignores constraints) and a machine without the ``cmaes`` package.
 
 Each proposal's engine is kept per trial (:meth:`AutoSampler.engine_for`), so the CLI and
 MLflow can say which engine proposed which trial.
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.optuna_adapter import EvolvedHistory
 from tuner.space import Float
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class AutoSampler(BaseSampler):
             completed trials so far (``cmaes`` warm-starts from them); ``tpe`` and ``gp`` must
             propose from :data:`MODEL_TRIALS` completed trials on.
         objectives: how many objectives the study has.
+        constraints: how many constraints (CMA-ES ignores them: a constrained long run stays
+            with TPE).
         startup: random trials before a model proposes.
         gp_trials: completed trials after which the GP hands over (numeric spaces).
     """
@@ -83,6 +86,7 @@ class AutoSampler(BaseSampler):
         build: Callable[[str, Sequence[FrozenTrial]], BaseSampler],
         *,
         objectives: int = 1,
+        constraints: int = 0,
         startup: int = STARTUP_TRIALS,
         gp_trials: int = GP_TRIALS,
     ):
@@ -93,7 +97,9 @@ class AutoSampler(BaseSampler):
         continuous = objectives == 1 and is_continuous(space)
         self._modelled = _numeric_model() if continuous else "tpe"
         cmaes = importlib.util.find_spec("cmaes") is not None
-        self._long = "cmaes" if cmaes and len(space) > 1 and self._modelled == "gp" else "tpe"
+        evolves = cmaes and len(space) > 1 and constraints == 0
+        self._long = "cmaes" if evolves and self._modelled == "gp" else "tpe"
+        self._history = EvolvedHistory(space)
         self._engines: dict[str, BaseSampler] = {}
         self._chosen: dict[int, str] = {}
 
@@ -116,7 +122,8 @@ class AutoSampler(BaseSampler):
     def _engine(self, name: str, study: Study) -> BaseSampler:
         engine = self._engines.get(name)
         if engine is None:
-            history = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # noqa: SLF001
+            view = self._history.view(study)  # a resumed study's trials as the space is now
+            history = view._get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # noqa: SLF001
             engine = self._engines[name] = self._build(name, history)
         return engine
 

@@ -72,18 +72,26 @@ def _choices(space: Space, name: str) -> tuple[Any, ...]:
     return param.choices if isinstance(param, Categorical) else ()
 
 
+WARM_START_TRIALS = 10
+"""Fewest compatible trials a CMA-ES run is warm-started from: the `cmaes` package estimates
+the start from the best tenth of them."""
+
+
 def warm_start_trials(space: Space, history: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The completed trials of ``history`` that hold every parameter CMA-ES evolves, with the
-    space's distribution: what a CMA-ES run can be warm-started from."""
+    """The completed trials of ``history`` a CMA-ES run can be warm-started from: those with
+    exactly the parameters it evolves, with the space's distributions (optuna's own check);
+    none if there are fewer than :data:`WARM_START_TRIALS`."""
     distributions = space.distributions()
-    names = [name for name in cmaes_parameters(space) if not distributions[name].single()]
-    return [
+    names = {name for name in cmaes_parameters(space) if not distributions[name].single()}
+    compatible = [
         t
         for t in history
         if t.state == TrialState.COMPLETE
         and names
-        and all(t.distributions.get(name) == distributions[name] for name in names)
+        and set(t.distributions) == names
+        and all(t.distributions[name] == distributions[name] for name in names)
     ]
+    return compatible if len(compatible) >= WARM_START_TRIALS else []
 
 
 def has_discrete(space: Space) -> bool:

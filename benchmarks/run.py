@@ -307,6 +307,7 @@ def quality_report(rows: list[dict[str, Any]]) -> str:
         "rebuilds this section from all of it.",
         "",
     ]
+    lines += [_identical(curves, "tuner-gp", "optuna-gp"), ""]
     targets = []
     for problem, spec in PROBLEMS.items():
         measured = {c: curves[(problem, c)] for c in CONFIGS if (problem, c) in curves}
@@ -333,6 +334,24 @@ def quality_report(rows: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "### Targets (issue #13)", "", *targets])
 
 
+def _identical(curves: dict[tuple[str, str], dict[int, list[float]]], ours: str, peer: str) -> str:
+    """Whether two configurations that run the same sampler gave the same curves."""
+    pairs = [
+        (seeds[seed], curves[(problem, peer)][seed])
+        for (problem, config), seeds in curves.items()
+        if config == ours and (problem, peer) in curves
+        for seed in seeds
+        if seed in curves[(problem, peer)]
+    ]
+    same = sum(1 for a, b in pairs if a == b)
+    return (
+        f"`{ours}` is the sampler of `{peer}` behind tuner's wrapper: their curves are identical "
+        f"on {same} of the {len(pairs)} problem-seed pairs where both ran, so `{ours}` runs on "
+        f"fewer seeds; sequentially, `tuner-auto` is that GP on the problems of floats (up to 200 "
+        "trials) and `tuner-tpe` on the others."
+    )
+
+
 def _stats_at(
     measured: dict[str, dict[int, list[float]]], horizon: int
 ) -> dict[str, tuple[int, float, float, float]]:
@@ -351,21 +370,33 @@ def _targets(problem: str, horizon: int, stats: dict[str, tuple[int, float, floa
     from benchmarks.quality import DEFAULT
 
     _, q1, default, q3 = stats[DEFAULT]
-    singles = {c: s for c, s in stats.items() if not c.startswith(DEFAULT)}
+    # Single engines on at least half the default's seeds (tuner-gp, which is optuna-gp, runs on
+    # a few only).
+    singles = {
+        c: s
+        for c, s in stats.items()
+        if not c.startswith(DEFAULT) and 2 * s[0] >= stats[DEFAULT][0]
+    }
     best = min(singles, key=lambda c: singles[c][2])
     _, _, best_median, best_q3 = singles[best]
     parts = [
         f"matches the best single engine ({best}, {best_median:.3g}, IQR up to {best_q3:.3g}): "
-        f"{'yes' if default <= best_q3 else 'NO'} ({default:.3g})"
+        f"{'yes' if _within(default, best_q3) else 'NO'} ({default:.3g})"
     ]
     for flight in ("x4", "x16"):
         if f"{DEFAULT}-{flight}" in stats:
             median = stats[f"{DEFAULT}-{flight}"][2]
-            inside = "yes" if median <= q3 else "NO"
+            inside = "yes" if _within(median, q3) else "NO"
             parts.append(
                 f"{flight[1:]} in flight within its sequential IQR: {inside} ({median:.3g})"
             )
     return f"- {problem}, {horizon} trials: " + "; ".join(parts) + f" (IQR {q1:.3g} - {q3:.3g})."
+
+
+def _within(value: float, bound: float) -> bool:
+    """``value <= bound``, up to float noise (CV scores of the same models differ in the last
+    digits)."""
+    return value <= bound + 1e-9 * max(abs(bound), 1e-12)
 
 
 def _plot_curves(problem: str, measured: dict[str, dict[int, list[float]]], *, log: bool) -> Path:

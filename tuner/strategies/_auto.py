@@ -60,7 +60,7 @@ def is_continuous(space: Space) -> bool:
 def _started(study: Study) -> tuple[int, int]:
     """Completed and running trials."""
     states = (TrialState.COMPLETE, TrialState.RUNNING)
-    trials = study._get_trials(deepcopy=False, states=states, use_cache=False)  # noqa: SLF001
+    trials = study._get_trials(deepcopy=False, states=states, use_cache=True)  # noqa: SLF001
     complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     return complete, len(trials) - complete
 

@@ -391,6 +391,8 @@ class RayBackend:
             # A function in C code or a blocking call never sees Ray's KeyboardInterrupt; a
             # command trial stops its process group within its grace.
             if live is not None and now - since > live[2] + 2.0:
+                if self._ray.wait([live[0]], timeout=0)[0]:
+                    continue  # it did stop: the next poll collects it
                 _log.info("trial %d did not stop when cancelled; killing its worker", number)
                 self._ray.cancel(live[0], force=True)
                 self._cancelled[number] = float("inf")
@@ -408,8 +410,11 @@ class RayBackend:
         pending = [ref for ref, _, _ in self._live.values()]
         if pending:
             grace = max(g for _, _, g in self._live.values())
-            ray.wait(pending, num_returns=len(pending), timeout=grace + 2.0)
-            for ref in pending:
+            _, running = ray.wait(pending, num_returns=len(pending), timeout=grace + 2.0)
+            # Only what is still running is killed: force-cancelling a task whose result is on
+            # its way back races Ray's own bookkeeping, and the driver aborts on a failed check
+            # ("Tried to complete task that was not pending", ray-project/ray#54846).
+            for ref in running:
                 ray.cancel(ref, force=True)
         try:
             ray.kill(self._sink)

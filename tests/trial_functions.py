@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -16,6 +17,17 @@ def write_pid_and_wait(params: dict[str, Any]) -> float:
         pid_file.write_text(str(os.getpid()))
         time.sleep(600)
     return float(params.get("x", 1.0))
+
+
+def deaf_to_cancel(params: dict[str, Any]) -> float:
+    """Writes the worker's pid to ``params["pid_file"]``, then waits, shrugging off the
+    KeyboardInterrupt of a cancel (as code stuck in C does): only killing its worker stops it."""
+    Path(params["pid_file"]).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KeyboardInterrupt):
+            time.sleep(0.1)
+    return 0.0
 
 
 def where_am_i(params: dict[str, Any]) -> dict[str, float]:

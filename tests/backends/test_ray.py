@@ -168,6 +168,53 @@ def test_a_killed_worker_is_an_infrastructure_failure(backend: RayBackend, tmp_p
     assert final.status is TrialStatus.COMPLETED
 
 
+class CancelRecorder:
+    """Ray, with a note of every task it is asked to force-cancel."""
+
+    def __init__(self, ray: Any):
+        self._ray = ray
+        self.forced: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ray, name)
+
+    def cancel(self, ref: Any, *, force: bool = False, recursive: bool = True) -> None:
+        if force:
+            self.forced.append(ref.hex())
+        self._ray.cancel(ref, force=force, recursive=recursive)
+
+
+def test_closing_kills_only_the_trials_that_did_not_stop(ray_cluster: Any, tmp_path: Path) -> None:
+    """Force-cancelling a task whose result is on its way back aborts Ray's driver
+    (ray-project/ray#54846): a trial that finished, collected or not, is never killed."""
+    import ray
+
+    backend = RayBackend(RayConfig(), BackendContext("ray-test", tmp_path, max_concurrent=2))
+    recorder = CancelRecorder(ray)
+    backend._ray = recorder
+    pid_file = tmp_path / "pid"
+    done = backend.submit(trial(0, "examples.functions:quadratic", x=1.0))
+    deaf = backend.submit(
+        TrialSpec(
+            "ray-test",
+            1,
+            {"pid_file": str(pid_file)},
+            FunctionEntry("trial_functions:deaf_to_cancel", (TESTS,)),
+            "loss",
+        )
+    )
+    while not pid_file.exists():
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    backend.close()  # trial 0 finished uncollected; trial 1 shrugs off the cancel
+    assert recorder.forced == [deaf.data["task"]]
+    assert done.data["task"] not in recorder.forced
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and not zombie(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists() or zombie(pid)
+
+
 def test_max_concurrent_beyond_the_cluster_is_clamped(ray_cluster: Any, tmp_path: Path) -> None:
     context = BackendContext("ray-test", tmp_path, max_concurrent=8, resources=Resources(cpus=1))
     backend = RayBackend(RayConfig(), context)

@@ -75,10 +75,10 @@ def _gp(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -
         from tuner.backend import MissingExtraError
 
         raise MissingExtraError("torch", "gp", "the `gp` engine (optuna's GPSampler)")
-    from optuna.samplers import GPSampler
+    from tuner.strategies._gp import BelieverGPSampler
 
-    # optuna's GPSampler conditions on RUNNING trials itself (qLogEI over pending points).
-    return GPSampler(
+    # Running trials are believed at the GP's mean (see _gp.py for why and what it measured).
+    return BelieverGPSampler(
         seed=seed,
         n_startup_trials=strategy.n_startup_trials or 10,
         warn_independent_sampling=False,

@@ -8,14 +8,16 @@ Believing each running trial at the GP's posterior mean (the Kriging believer, G
 al. 2010; optuna's own probability-of-improvement path does the same) takes the uncertainty
 away where a trial is already running and leaves the rest of the model as it is, so the next
 proposal goes to the next most promising place. Measured on the suite's float problems at 60
-trials, 20 seeds (``benchmarks/RESULTS.md``): with 16 in flight Branin's median regret 8.1e-4
-(qLogEI 6.1e-3), Hartmann6 0.51 (0.61); with 4 in flight Hartmann6 0.020 (0.105); Ackley-10
-and the noisy Hartmann6 unchanged within their spread. It is also cheaper: one LogEI instead
-of Monte Carlo over the joint posterior.
+trials, 20 seeds (``benchmarks/RESULTS.md``): with 4 in flight Hartmann6's median regret 0.0058
+(qLogEI 0.105); with 16 Branin 5.9e-4 (6.1e-3) and Hartmann6 0.45 (0.61); Ackley-10 and the
+noisy Hartmann6 within their spread either way. It is also cheaper: one LogEI instead of Monte
+Carlo over the joint posterior.
 
 The kernel is fitted to the completed trials only; the believed points then join the model's
-data (as in optuna's ``LogPI``), and the incumbent stays the best observed value. Several
-objectives and constraints keep optuna's q-batch acquisitions.
+data (as in optuna's ``LogPI``), and a believed value better than the best observed becomes
+the value to beat: without that, a trial running at the model's favourite point leaves that
+point the favourite, and the next proposal lands next to it. Several objectives and
+constraints keep optuna's q-batch acquisitions.
 """
 
 from __future__ import annotations

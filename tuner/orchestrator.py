@@ -134,7 +134,10 @@ class Orchestrator:
         if seed is None:
             seed = spec.strategy.seed if spec.strategy.seed is not None else secrets.randbits(31)
             probe.set_user_attr(Attr.SEED, seed)
-        problem = Problem(objectives=len(spec.objectives), constraints=len(spec.constraints))
+        # Before the first proposal: earlier trials told (once), seed trials queued (once); the
+        # strategy is made knowing what the warm start told it.
+        self.warm_start = prepare(probe, spec)
+        problem = strategy_problem(spec, probe)
         sampler = make_sampler(spec.strategy, spec.search_space, _run_seed(seed, prior), problem)
         self.engine = sampler.engine
         study = open_study(spec, sampler, storage)
@@ -143,8 +146,6 @@ class Orchestrator:
         if uid is None:
             uid = secrets.token_hex(6)
             study.set_user_attr(Attr.UID, uid)
-        # Before the first proposal: earlier trials told (once), seed trials queued (once).
-        self.warm_start = prepare(study, spec)
 
         owns_backend = self._backend is None
         backend = self._backend or create_backend(
@@ -255,3 +256,15 @@ def _run_seed(seed: int, prior_trials: int) -> int:
 
 def _where(spec: StudySpec) -> str:
     return spec.storage.url or str(location(spec).journal)
+
+
+def strategy_problem(spec: StudySpec, study: optuna.Study) -> Problem:
+    """What ``spec``'s strategy solves beyond its space: the objectives, the constraints and
+    the completed trials a warm start told ``study`` (:func:`tuner.warm_start.prepare`)."""
+    from optuna.trial import TrialState as OptunaState
+
+    from tuner.records import is_own
+
+    states = (OptunaState.COMPLETE,)
+    prior = tuple(t for t in study.get_trials(deepcopy=False, states=states) if not is_own(t))
+    return Problem(objectives=len(spec.objectives), constraints=len(spec.constraints), prior=prior)

@@ -38,10 +38,27 @@ class Problem:
     Attributes:
         objectives: how many objectives (several: a Pareto front).
         constraints: how many constraints each trial carries.
+        prior: the completed trials a warm start told the study before its first proposal.
     """
 
     objectives: int = 1
     constraints: int = 0
+    prior: tuple[FrozenTrial, ...] = ()
+
+
+def startup_trials(strategy: BayesianStrategy, problem: Problem) -> int:
+    """Random trials before an engine's model proposes (optuna counts every completed trial,
+    warm-start ones too).
+
+    ``n_startup_trials`` when the spec sets it; otherwise 10, or none beyond a warm start of
+    at least :data:`~tuner.strategies._auto.MODEL_TRIALS` trials: the researcher's earlier
+    results are what the model proposes from, so the first proposal is already informed.
+    """
+    from tuner.strategies._auto import MODEL_TRIALS, STARTUP_TRIALS
+
+    if strategy.n_startup_trials is not None:
+        return strategy.n_startup_trials
+    return MODEL_TRIALS if len(problem.prior) >= MODEL_TRIALS else STARTUP_TRIALS
 
 
 EngineFactory = Callable[["BayesianStrategy", "Space", int, Problem], "BaseSampler"]
@@ -65,7 +82,7 @@ def _tpe(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) 
             multivariate=True,
             group=True,
             constant_liar=True,
-            n_startup_trials=strategy.n_startup_trials or 10,
+            n_startup_trials=startup_trials(strategy, problem),
             **constraint_args(problem.constraints),
         )
 
@@ -80,7 +97,7 @@ def _gp(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -
     # Running trials are believed at the GP's mean (see _gp.py for why and what it measured).
     return BelieverGPSampler(
         seed=seed,
-        n_startup_trials=strategy.n_startup_trials or 10,
+        n_startup_trials=startup_trials(strategy, problem),
         warn_independent_sampling=False,
         **constraint_args(problem.constraints),
     )
@@ -101,14 +118,16 @@ def _nsga2(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem
 def _skopt(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
     from tuner.strategies._skopt import SkoptSampler
 
-    return SkoptSampler(space, seed=seed, n_startup_trials=strategy.n_startup_trials or 10)
+    return SkoptSampler(space, seed=seed, n_startup_trials=startup_trials(strategy, problem))
 
 
 def _cmaes(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
     # CMA-ES evolves the numeric parameters that are always active, from the middle of the
-    # space: random start-up trials teach it nothing, so by default there is one.
+    # space or warm-started from a warm start's trials: random start-up trials teach it
+    # nothing, so by default there is one.
     startup = strategy.n_startup_trials
-    return _cmaes_from(space, seed, startup or 1, history=(), tpe_startup=startup or 10)
+    tpe_startup = startup_trials(strategy, problem)
+    return _cmaes_from(space, seed, startup or 1, history=problem.prior, tpe_startup=tpe_startup)
 
 
 def _cmaes_from(
@@ -159,9 +178,9 @@ def _qmc(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) 
 def _auto(strategy: BayesianStrategy, space: Space, seed: int, problem: Problem) -> BaseSampler:
     from optuna.samplers import RandomSampler
 
-    from tuner.strategies._auto import MODEL_TRIALS, STARTUP_TRIALS, AutoSampler
+    from tuner.strategies._auto import MODEL_TRIALS, AutoSampler
 
-    startup = strategy.n_startup_trials or STARTUP_TRIALS
+    startup = startup_trials(strategy, problem)
     # auto decides when the start-up ends; its models propose from MODEL_TRIALS on.
     model = strategy.model_copy(update={"n_startup_trials": min(startup, MODEL_TRIALS)})
 
@@ -245,4 +264,5 @@ __all__ = [
     "config_key",
     "default_engine",
     "make_sampler",
+    "startup_trials",
 ]

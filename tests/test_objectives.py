@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,35 @@ def test_early_stopping_watches_the_objective_the_spec_names(make_spec: Any) -> 
     assert all(t.intermediate_values for t in pruned)
 
 
+@pytest.mark.parametrize(("watched", "stops"), [("latency_ms", True), ("error", False)])
+def test_early_stopping_can_watch_an_objective_other_than_the_first(
+    make_spec: Any, watched: str, stops: bool
+) -> None:
+    # Every trial reports the same error and its own latency at each step: only a pruner
+    # watching the latency has anything to stop.
+    spec = make_spec(
+        name="watching",
+        objective=TWO,
+        space=SPACE,
+        pruner={"type": "median", "objective": watched, "n_startup_trials": 3},
+        strategy={"type": "random", "seed": 4},
+        budget={"max_trials": 12, "max_concurrent": 1},
+        trial={"function": "trial_functions:latency_grows_error_flat"},
+    )
+    summary = Orchestrator(spec, tracker=None).run()
+
+    assert (summary.counts[TrialState.PRUNED] > 0) is stops
+    trials = load_study(spec).trials
+    for trial in trials:
+        if trial.state.name != "PRUNED":
+            continue
+        # what the pruner saw is the latency, above the median of the trials finished before
+        earlier = [t.values[1] for t in trials[: trial.number] if t.state.name == "COMPLETE"]
+        latency = 2.0 + 0.05 * trial.params["width"] * trial.params["depth"]
+        assert set(trial.intermediate_values.values()) == {latency}
+        assert latency > statistics.median(earlier)
+
+
 def test_front_trials_are_tagged_in_mlflow_with_a_front_table(
     make_spec: Any, mlflow_uri: str
 ) -> None:
@@ -191,3 +221,31 @@ def test_objective_mistakes_name_the_field(
     issues = {i.field: i.message for i in caught.value.issues}
     assert field in issues, issues
     assert message in issues[field]
+
+
+def test_a_warm_started_study_reports_only_its_own_trials(make_spec: Any, mlflow_uri: str) -> None:
+    Orchestrator(two_objective_spec(make_spec), tracker=None).run()
+    spec = two_objective_spec(
+        make_spec,
+        warm_start={"study": "tradeoff"},
+        tracking={"mlflow": {"tracking_uri": mlflow_uri}},
+    ).model_copy(update={"name": "later"})
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_trials": 4})})
+    result = tuner.Study(spec).run(progress=False)
+
+    own = {t.number for t in result.records}
+    assert len(own) == 4
+    assert min(own) >= 16  # the 16 earlier trials came first, told and never run
+    assert set(result.trials["number"]) == own
+    plotted = {n for trace in result.plot_pareto_front().data for n in _numbers(trace)}
+    assert plotted <= own
+    client = mlflow.MlflowClient(mlflow_uri)
+    parent = load_study(spec).user_attrs["tuner.mlflow_parent_run_id"]
+    for table in ("trials.csv", "pareto.csv"):
+        rows = Path(client.download_artifacts(parent, table)).read_text().splitlines()[1:]
+        assert {int(row.split(",")[0]) for row in rows} <= own, table
+
+
+def _numbers(trace: Any) -> list[int]:
+    """The trial numbers in an optuna Pareto-front plot's hover texts (JSON with <br>s)."""
+    return [json.loads(text.replace("<br>", ""))["number"] for text in trace.text or ()]

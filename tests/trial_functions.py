@@ -158,3 +158,15 @@ def leaves_a_mess(params: dict[str, Any]) -> dict[str, float]:
     random.seed(0)
     np.random.seed(0)
     return found
+
+
+def latency_grows_error_flat(params: dict[str, Any]) -> dict[str, float]:
+    """Two objectives reported at every step: an error every trial shares (nothing to stop on)
+    and a latency that grows with the network's size (the bigger half is worth stopping)."""
+    import tuner
+
+    size = params["width"] * params["depth"]
+    latency = 2.0 + 0.05 * size
+    for step in range(3):
+        tuner.report(step=step, error=0.5, latency_ms=latency)
+    return {"error": 0.5, "latency_ms": latency}

@@ -256,7 +256,7 @@ class EvolvedHistory:
         trials = study._get_trials(deepcopy=False, use_cache=True)  # noqa: SLF001
         if not any(self._mapped(t) is not None for t in trials):
             return study
-        return _HistoryStudy(study, self._as_now)
+        return _StudyView(study, lambda read: [self._as_now(t) for t in read])
 
     def _as_now(self, trial: FrozenTrial) -> FrozenTrial:
         mapped = self._mapped(trial)
@@ -303,12 +303,21 @@ class EvolvedHistory:
         return mapped
 
 
-class _HistoryStudy(optuna_study.Study):
-    """A study whose trials are read through ``as_now`` (everything else is the study's)."""
+def own_trials(study: optuna.Study) -> optuna.Study:
+    """A view of ``study`` with its own trials only, for what is reported of it (tables and
+    plots): trials a warm start told it inform the strategy and are never shown as the
+    study's."""
+    from tuner.records import is_own
 
-    def __init__(self, study: optuna.Study, as_now: Callable[[FrozenTrial], FrozenTrial]):
+    return _StudyView(study, lambda read: [t for t in read if is_own(t)])
+
+
+class _StudyView(optuna_study.Study):
+    """A study whose trials are read through ``read`` (everything else is the study's)."""
+
+    def __init__(self, study: optuna.Study, read: Callable[[list[FrozenTrial]], list[FrozenTrial]]):
         self.__dict__.update(study.__dict__)
-        self._as_now = as_now
+        self._read = read
 
     def _get_trials(
         self,
@@ -317,7 +326,7 @@ class _HistoryStudy(optuna_study.Study):
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
         trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [self._as_now(t) for t in trials]
+        return self._read(trials)
 
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None

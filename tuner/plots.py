@@ -44,7 +44,11 @@ def _usable(study: optuna.Study, name: str) -> bool:
 
 
 def write_study_artifacts(client: MlflowClient, run_id: str, study: optuna.Study) -> list[str]:
-    """Logs the trials table and every plot that the study's trials allow; returns the paths."""
+    """Logs the trials table and every plot that the study's own trials allow (not a warm
+    start's); returns the paths."""
+    from tuner.optuna_adapter import own_trials
+
+    study = own_trials(study)
     written: list[str] = []
     frame = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
     client.log_text(run_id, frame.to_csv(index=False), "trials.csv")

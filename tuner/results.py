@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from tuner.optuna_adapter import own_trials
 from tuner.progress import format_value
 from tuner.records import StopReason, StudySummary, TrialRecord, TrialState
 
@@ -90,7 +91,7 @@ class StudyResult:
         self.spec = spec
         self.records = tuple(trials)
         self.summary = summary
-        self._study = study
+        self._study = own_trials(study)  # a warm start's trials are not the study's
 
     @classmethod
     def read(cls, spec: StudySpec, summary: StudySummary | None = None) -> StudyResult:

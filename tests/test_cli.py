@@ -115,6 +115,63 @@ def test_run_then_status_best_and_resume_by_any_name(spec_file: Path, tmp_path: 
     assert "2 complete" in out
 
 
+TWO_OBJECTIVES = textwrap.dedent(
+    """\
+    name: tradeoff
+    objective: [{metric: error}, {metric: latency_ms}]
+    space:
+      width: {type: int, low: 1, high: 64}
+      depth: {type: int, low: 1, high: 8}
+      lr: {type: float, low: 1.0e-4, high: 1.0, log: true}
+    strategy: {type: random, seed: 5}
+    budget: {max_trials: 12, max_concurrent: 2}
+    trial: {function: examples.functions:accuracy_vs_latency}
+    backend: {type: inprocess}
+    tracking: {mlflow: null}
+    """
+)
+
+
+def test_best_of_two_objectives_prints_the_pareto_front_as_a_table(tmp_path: Path) -> None:
+    spec_file = tmp_path / "tradeoff.yaml"
+    spec_file.write_text(TWO_OBJECTIVES)
+    code, out = invoke("run", str(spec_file))
+    assert code == 0, out
+    study = optuna.load_study(
+        study_name="tradeoff",
+        storage=optuna.storages.journal.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(
+                str(tmp_path / "tuner-studies/tradeoff/journal.log")
+            )
+        ),
+    )
+    values = {t.number: tuple(t.values) for t in study.trials}
+
+    def dominated(mine: tuple[float, ...]) -> bool:
+        return any(
+            all(o <= m for o, m in zip(other, mine, strict=True)) and other != mine
+            for other in values.values()
+        )
+
+    front = sorted(n for n, v in values.items() if not dominated(v))
+    assert 0 < len(front) < len(values), "the test needs trials on and off the front"
+
+    code, out = invoke("best", "tradeoff")
+    assert code == 0, out
+    assert (
+        f"Pareto front of tradeoff ({len(front)} trials: minimize error, minimize latency_ms)"
+        in (" ".join(out.split()))
+    )
+    rows = {
+        int(cells[0]): cells[1:3]
+        for line in out.splitlines()
+        if (cells := [c.strip() for c in line.strip("│┃ ").split("│")])[0].isdigit()
+    }
+    assert sorted(rows) == front  # every front trial, and no dominated one
+    for number in front:
+        assert rows[number] == [f"{v:.6g}" for v in values[number]]
+
+
 def test_status_shows_the_trial_environment_with_secrets_masked(spec_file: Path) -> None:
     spec_file.write_text(
         SPEC.replace("max_trials: 6", "max_trials: 1").replace(

@@ -15,7 +15,7 @@ from conftest import ROOT, run_tuner
 from tuner.evolve import SpecChangeError
 from tuner.orchestrator import Orchestrator
 from tuner.records import TrialState
-from tuner.store import load_study, records
+from tuner.store import load_study, location, records
 
 BASE: dict[str, Any] = {
     "name": "evolving",
@@ -42,7 +42,7 @@ def finished() -> tuner.StudySpec:
     return spec
 
 
-ACCEPTED = {
+ACCEPTED: dict[str, dict[str, Any]] = {
     "a wider range": {"space": {"x": {"type": "float", "low": -3.0, "high": 3.0}}},
     "a new parameter with a default": {
         "space": {
@@ -52,6 +52,7 @@ ACCEPTED = {
     },
     "a longer budget": {"budget": {"max_trials": 8, "max_concurrent": 2}},
     "another strategy": {"strategy": {"type": "bayesian", "engine": "tpe", "seed": 1}},
+    "another backend configuration": {"backend": {"type": "inprocess", "workers": 2}},
 }
 
 
@@ -65,6 +66,19 @@ def test_a_change_that_keeps_the_history_is_accepted(finished: tuner.StudySpec, 
     assert orchestrator.changes, "the difference is reported"
     kept = records(load_study(changed))[:5]
     assert all(t.state is TrialState.COMPLETE for t in kept)
+
+
+@pytest.mark.ray
+def test_a_study_run_in_process_goes_on_on_ray(finished: tuner.StudySpec, ray_cluster: Any) -> None:
+    changed = spec_of(backend={"type": "ray"}, budget={"max_trials": 8, "max_concurrent": 1})
+    orchestrator = Orchestrator(changed)
+    summary = orchestrator.run(resume=True)
+
+    assert "backend.type: inprocess -> ray" in [str(c) for c in orchestrator.changes]
+    assert summary.counts[TrialState.COMPLETE] == 8
+    nodes = [t.node for t in records(load_study(changed))]
+    assert nodes[:5] == ["local-thread"] * 5  # the earlier trials, kept as they ran
+    assert "local-thread" not in nodes[5:]  # the new ones ran on Ray
 
 
 def test_a_new_choice_rewrites_the_study_and_keeps_every_trial(mlflow_uri: str) -> None:
@@ -112,7 +126,7 @@ def test_a_rewrite_cut_short_by_a_crash_is_finished_or_undone(finished: tuner.St
     assert [t.params for t in load_study(finished).trials[:5]] == before
 
 
-REFUSED = {
+REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
     "a renamed metric": ({"objective": {"metric": "error"}}, "objective", "measured"),
     "a changed direction": (
         {"objective": {"metric": "loss", "direction": "maximize"}},
@@ -155,6 +169,78 @@ def test_a_change_that_alters_the_history_is_refused_with_the_difference(
     assert reason in (fields[field].problem or "")
     assert "warm_start: {study: evolving}" in str(caught.value)
     assert len(records(load_study(finished))) == 5  # nothing ran
+
+
+@pytest.fixture
+def warm_started() -> tuner.StudySpec:
+    """A finished study that learned from the study `source` and ran one seed trial first."""
+    Orchestrator(spec_of(name="source")).run()
+    spec = spec_of(warm_start={"study": "source"}, seed_trials=[{"x": 0.5}])
+    Orchestrator(spec).run()
+    return spec
+
+
+WARM: dict[str, Any] = {"warm_start": {"study": "source"}, "seed_trials": [{"x": 0.5}]}
+STARTS: dict[str, tuple[dict[str, Any], str]] = {
+    "another source": (
+        {**WARM, "warm_start": {"study": "elsewhere"}},
+        "warm_start.study: source -> elsewhere",
+    ),
+    "fewer earlier trials": (
+        {**WARM, "warm_start": {"study": "source", "max_trials": 2}},
+        "warm_start.max_trials: unset -> 2",
+    ),
+    "no warm start": ({**WARM, "warm_start": None}, "warm_start: {study: source} -> none"),
+    "another seed": (
+        {**WARM, "seed_trials": [{"x": 0.25}]},
+        "seed_trials.0: {x: 0.5} -> {x: 0.25}",
+    ),
+    "one more seed": (
+        {**WARM, "seed_trials": [{"x": 0.5}, {"x": 0.25}]},
+        "seed_trials.1: absent -> {x: 0.25}",
+    ),
+    "no seeds": ({**WARM, "seed_trials": []}, "seed_trials.0: {x: 0.5} -> removed"),
+}
+
+
+@pytest.mark.parametrize("case", list(STARTS))
+def test_a_changed_warm_start_or_seed_is_refused_as_it_acted_when_the_study_began(
+    warm_started: tuner.StudySpec, case: str
+) -> None:
+    changes, shown = STARTS[case]
+    saved = location(warm_started).spec.read_text()
+    before = load_study(warm_started)
+    trials, attrs = len(before.trials), dict(before.user_attrs)
+
+    with pytest.raises(SpecChangeError) as caught:
+        Orchestrator(spec_of(**changes, budget={"max_trials": 8})).run(resume=True)
+
+    assert [str(c).split(" (")[0] for c in caught.value.refused] == [shown]
+    assert "when the study began" in (caught.value.refused[0].problem or "")
+    assert "it changes how the study began" in str(caught.value)
+    assert "warm_start: {study: evolving}" in str(caught.value)
+    after = load_study(warm_started)  # nothing written: no trial, no attribute, the same spec
+    assert (len(after.trials), dict(after.user_attrs)) == (trials, attrs)
+    assert location(warm_started).spec.read_text() == saved
+
+
+def test_a_warm_start_and_seeds_added_on_resume_act_before_the_next_proposal(
+    finished: tuner.StudySpec,
+) -> None:
+    Orchestrator(spec_of(name="source")).run()
+    changed = spec_of(**WARM, budget={"max_trials": 7})
+    orchestrator = Orchestrator(changed)
+    summary = orchestrator.run(resume=True)
+
+    assert [str(c) for c in orchestrator.changes] == [
+        "budget.max_trials: 5 -> 7",
+        "warm_start: none -> {study: source}",
+        "seed_trials: none -> [{x: 0.5}]",
+    ]
+    assert orchestrator.warm_start is not None
+    assert orchestrator.warm_start.used == 5
+    assert summary.counts[TrialState.COMPLETE] == 7
+    assert [t.params["x"] for t in records(load_study(changed))][5] == 0.5  # the seed, first
 
 
 def test_a_narrowed_range_that_keeps_every_finished_trial_is_accepted(

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tuner.backend import FunctionEntry
 from tuner.secrets import is_secret_name, redact, redact_spec, redact_url
 from tuner.space import Categorical, Float, Int
 from tuner.spec import (
@@ -222,6 +223,40 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
     assert {i.field for i in caught.value.issues} == {"budget.max_trials", "space.degree"}
 
 
+SEEDED = VALID + textwrap.dedent(
+    """\
+    seed_trials:
+      - {C: 1.0, kernel: rbf}
+      - C: 5000.0
+        kernel: rbf
+      - kernel: poly
+        degre: 3
+    """
+)
+
+
+def test_a_seed_trial_outside_the_space_is_an_error_at_its_line_saying_what_fits(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, SEEDED)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    issues = {issue.field: issue for issue in caught.value.issues}
+    assert set(issues) == {"seed_trials.1.C", "seed_trials.2.degre"}
+
+    out_of_range = issues["seed_trials.1.C"]
+    assert out_of_range.line == 15  # `- C: 5000.0`, the entry's own line
+    assert "5000.0" in out_of_range.message
+    assert "[0.001, 1000.0]" in out_of_range.message  # the values that would fit
+    assert str(out_of_range).startswith(f"{path}:15:")
+
+    unknown = issues["seed_trials.2.degre"]
+    assert unknown.line == 18  # `degre: 3`, not the entry's first line
+    assert "did you mean `degree`?" in unknown.message
+    assert str(unknown).startswith(f"{path}:18:")
+    assert "seed_trials.2.degre" in str(caught.value)
+
+
 def test_the_name_defaults_to_the_file_name(tmp_path: Path) -> None:
     path = tmp_path / "my study.yaml"
     path.write_text(VALID.replace("name: digits-svm\n", ""))
@@ -232,9 +267,10 @@ def test_a_function_next_to_the_spec_is_importable(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mytrain.py").write_text("def fit(params):\n    return 1.0\n")
     text = VALID.replace("examples.quickstart.train:train_svm", "mytrain:fit")
-    spec = load_spec(write(tmp_path / "sub", text))
-    assert spec.trial.entry.ref == "mytrain:fit"
-    assert str(tmp_path / "sub") in spec.trial.entry.search_path
+    entry = load_spec(write(tmp_path / "sub", text)).trial.entry
+    assert isinstance(entry, FunctionEntry)
+    assert entry.ref == "mytrain:fit"
+    assert str(tmp_path / "sub") in entry.search_path
 
 
 @pytest.mark.parametrize(
@@ -403,8 +439,9 @@ def test_a_python_built_spec_still_checks_its_function_imports() -> None:
 
 def test_reading_without_the_import_check_builds_the_entry_from_the_reference() -> None:
     text = VALID.replace("examples.quickstart.train:train_svm", "moved_away:train")
-    spec = load_spec_text(text, "study.yaml", spec_dir=str(ROOT), import_trial=False)
-    assert spec.trial.entry.ref == "moved_away:train"
-    assert spec.trial.entry.function is None
+    entry = load_spec_text(text, "study.yaml", spec_dir=str(ROOT), import_trial=False).trial.entry
+    assert isinstance(entry, FunctionEntry)
+    assert entry.ref == "moved_away:train"
+    assert entry.function is None
     with pytest.raises(SpecError, match="cannot import module `moved_away`"):
         load_spec_text(text, "study.yaml", spec_dir=str(ROOT))

@@ -204,6 +204,33 @@ def test_a_missing_study_is_an_error_naming_the_studies_there_are(
         run(spec)
 
 
+def test_an_earlier_study_in_another_store_is_found_by_its_url(
+    make_spec: Callable[..., Any], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'earlier.db'}"
+    first = make_spec(
+        name="earlier", storage={"url": url}, budget={"max_trials": 12, "max_concurrent": 2}
+    )
+    run(first)
+    inside = sum(t.params["x"] >= 0 for t in records(load_study(first)))
+    assert 0 < inside < 12  # the narrowed range keeps some trials and drops others
+
+    in_own_folder = make_spec(name="lost", space=NARROWED, warm_start={"study": "earlier"})
+    with pytest.raises(InputError, match="no `earlier`"):
+        run(in_own_folder)  # not where this study's storage is: the URL is what finds it
+
+    spec = make_spec(name="later", space=NARROWED, warm_start={"study": "earlier", "storage": url})
+    assert spec.storage.url is None  # the later study keeps its own journal folder
+    summary = run(spec)
+
+    report = stored_report(load_study(spec).user_attrs)
+    assert report is not None
+    assert (report.source, report.used) == ("study earlier", inside)
+    assert report.dropped == {"`x` outside the space": 12 - inside}
+    assert len(warm_trials(spec)) == inside
+    assert summary.counts[TrialState.COMPLETE] == 6  # the later study's own budget
+
+
 def test_a_default_for_an_unknown_parameter_is_a_spec_error_with_its_line(tmp_path: Path) -> None:
     from tuner.spec import SpecError, load_spec_text
 

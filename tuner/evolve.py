@@ -9,6 +9,12 @@ parameter with a default, another budget, strategy, pruner or backend are fine. 
 is refused with the exact difference and a pointer to ``warm_start``, which starts a new study
 from the old one's trials.
 
+``warm_start`` and ``seed_trials`` act once, when a study begins (:mod:`tuner.warm_start`): the
+earlier trials are told and the seeds queued before the first proposal, and neither can be told
+again or taken back. A study that had none may take them on resume (they act before the next
+proposal); one that had them keeps them as they were, as a changed section would otherwise be
+ignored without a word.
+
 A categorical's choices and a parameter's log scale are fixed in optuna's storages once a
 trial used them; a study resumed with new ones is rewritten (:mod:`tuner.migrate`).
 
@@ -32,6 +38,9 @@ from tuner.spec import StudySpec
 
 ACCEPTED_SECTIONS = ("budget", "strategy", "pruner", "backend", "trial", "tracking")
 """Sections that may change freely: they decide what runs next, not what the trials meant."""
+
+STARTING_SECTIONS = ("warm_start", "seed_trials")
+"""Sections that act once, when a study begins: they may be added on resume, not changed."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,15 @@ class SpecChangeError(InputError):
     def __init__(self, name: str, refused: Sequence[Change]):
         self.refused = tuple(refused)
         lines = "\n".join(f"  {change}" for change in refused)
+        begun = all(c.field.startswith(STARTING_SECTIONS) for c in refused)
+        why = (
+            "it changes how the study began"
+            if begun
+            else "its finished trials would not mean what they meant"
+        )
         super().__init__(
-            f"study `{name}` cannot continue with this spec; its finished trials would not "
-            f"mean what they meant:\n{lines}\nKeep these as they were, or start a new study "
+            f"study `{name}` cannot continue with this spec; {why}:\n{lines}\n"
+            "Keep these as they were, or start a new study "
             f"that learns from this one: `warm_start: {{study: {name}}}` (with `metrics:` for "
             "a renamed metric)"
         )
@@ -83,6 +98,7 @@ def check_evolution(old: StudySpec, new: StudySpec, trials: Sequence[TrialRecord
         *_objective_changes(old, new),
         *_space_changes(old, new, finished),
         *_section_changes(old, new),
+        *_start_changes(old, new),
     ]
     refused = [c for c in changes if c.problem]
     if refused:
@@ -203,6 +219,54 @@ def _section_changes(old: StudySpec, new: StudySpec) -> list[Change]:
     return changes
 
 
+def _start_changes(old: StudySpec, new: StudySpec) -> list[Change]:
+    """``warm_start`` and ``seed_trials``: taken where the study had none, else refused."""
+    return [*_warm_start_changes(old, new), *_seed_changes(old, new)]
+
+
+def _warm_start_changes(old: StudySpec, new: StudySpec) -> list[Change]:
+    if old.warm_start == new.warm_start:
+        return []
+    if old.warm_start is None or new.warm_start is None:
+        before = "none" if old.warm_start is None else _shown(_given(old.warm_start))
+        after = "none" if new.warm_start is None else _shown(_given(new.warm_start))
+        fields = [("warm_start", before, after)]
+    else:
+        was, now = _given(old.warm_start), _given(new.warm_start)
+        fields = [
+            (f"warm_start.{key}", _shown(was.get(key, "unset")), _shown(now.get(key, "unset")))
+            for key in sorted(set(was) | set(now))
+            if was.get(key) != now.get(key)
+        ]
+    problem = None
+    if old.warm_start is not None:
+        problem = (
+            "the earlier trials were told when the study began, and it keeps them; they "
+            "cannot be told again or taken back"
+        )
+    return [Change(field, before, after, problem) for field, before, after in fields]
+
+
+def _seed_changes(old: StudySpec, new: StudySpec) -> list[Change]:
+    if old.seed_trials == new.seed_trials:
+        return []
+    if not old.seed_trials:
+        return [Change("seed_trials", "none", _shown(new.seed_trials))]
+    problem = (
+        "the seed trials were queued when the study began and are among its trials; they "
+        "cannot be queued again or taken back"
+    )
+    changes = []
+    for index in range(max(len(old.seed_trials), len(new.seed_trials))):
+        was = old.seed_trials[index] if index < len(old.seed_trials) else None
+        now = new.seed_trials[index] if index < len(new.seed_trials) else None
+        if was != now:
+            before = "absent" if was is None else _shown(was)
+            after = "removed" if now is None else _shown(now)
+            changes.append(Change(f"seed_trials.{index}", before, after, problem))
+    return changes
+
+
 def _where(spec: StudySpec) -> tuple[str | None, Path]:
     return spec.storage.url, Path(spec.storage.dir).resolve()
 
@@ -219,6 +283,12 @@ def _differing_fields(before: Any, after: Any) -> list[str]:
 def _dumped(section: Any) -> dict[str, Any]:
     dumped = section.model_dump(mode="json", exclude_none=True)
     return dumped if isinstance(dumped, dict) else {"value": dumped}
+
+
+def _given(section: Any) -> dict[str, Any]:
+    """What the spec gave of ``section`` (its defaults left out)."""
+    given: dict[str, Any] = section.model_dump(mode="json", exclude_defaults=True)
+    return given
 
 
 def _param_text(param: Float | Int | Categorical) -> str:

@@ -1,5 +1,6 @@
-"""The docs are tested: every code block of README.md and docs/**/*.md runs, the spec reference
-documents every field with a valid example, and the site builds with ``mkdocs build --strict``.
+"""The docs are tested: every code block of README.md, docs/**/*.md and the examples' READMEs
+runs, the spec reference documents every field with a valid example, and the site builds with
+``mkdocs build --strict`` with README.md as its home page.
 
 How each fenced block of a page is checked (a page's blocks run in order, in a fresh folder
 where the repository's ``examples/`` is at hand, so a page can build up a study):
@@ -15,6 +16,11 @@ where the repository's ``examples/`` is at hand, so a page can build up a study)
   cluster); the lines under a command are lines its output must contain, in order (``...``
   stands for any text). ``bash``: every line is a ``tuner`` command, run the same way.
 - ``toml`` is parsed; ``text`` (output, listings) is not code.
+- ``<!-- excerpt: FILE -->`` right before a block: the block, in any language, is an excerpt
+  of FILE (one an earlier block wrote, or in ``examples/``); its lines are FILE's, in order,
+  leaving out only comment lines (a line ``...`` stands for any lines).
+- ``<!-- trials: N -->``: the block's ``tuner run`` commands run with ``--max-trials N``, for
+  an example whose full budget takes minutes (its readers run it in full).
 - ``<!-- skip: REASON -->`` right before a block: not run, and reported as skipped with the
   reason. ``<!-- exit: N -->``: the block's commands exit with N (default 0).
   ``<!-- invalid -->``: the yaml block is a spec with mistakes, which must not validate.
@@ -42,9 +48,10 @@ from tuner.spec import StudySpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
-MAX_SKIPPED = 12
-"""Blocks that cannot run here (AWS, servers that run until Ctrl-C): few, each with a reason."""
+PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md"), *ROOT.glob("examples/*/README.md")])
+MAX_SKIPPED = 13
+"""Blocks that cannot run here (AWS, Docker, servers that run until Ctrl-C): few, each with a
+reason."""
 
 SPEC_KEYS = frozenset(StudySpec.model_fields)
 """The top-level sections of a spec: a yaml block with only these is a spec or a fragment."""
@@ -79,7 +86,9 @@ class Block:
 
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<attrs>.*)$")
-_MARKER = re.compile(r"^\s*<!--\s*(?P<key>skip|exit|invalid)\s*(?::\s*(?P<value>.*?))?\s*-->\s*$")
+_MARKER = re.compile(
+    r"^\s*<!--\s*(?P<key>skip|exit|invalid|excerpt|trials)\s*(?::\s*(?P<value>.*?))?\s*-->\s*$"
+)
 _TITLE = re.compile(r'title="(?P<title>[^"]+)"')
 
 
@@ -151,6 +160,9 @@ class PageRun:
         self.spec_dir = workdir
 
     def run(self, block: Block) -> None:
+        if "excerpt" in block.markers:
+            self.excerpt(block, self.workdir / block.markers["excerpt"])
+            return
         handler = {
             "python": self.python,
             "py": self.python,
@@ -177,6 +189,22 @@ class PageRun:
         self.start_ray()
         code = compile(block.code, block.where, "exec")
         exec(code, self.namespace)
+
+    def excerpt(self, block: Block, path: Path) -> None:
+        """Each run of the block's lines between ``...`` lines is a run of ``path``'s lines,
+        but for comment lines the run leaves out."""
+        if not path.is_file():
+            pytest.fail(f"{block.where}: an excerpt of {path.name}, which no earlier block wrote")
+        lines = [line.rstrip() for line in path.read_text(encoding="utf-8").splitlines()]
+        position = 0
+        for run in _runs(block.code):
+            ends = (_run_at(lines, run, start) for start in range(position, len(lines)))
+            end = next((end for end in ends if end is not None), None)
+            assert end is not None, (
+                f"{block.where}: these lines are not in {block.markers['excerpt']} (after "
+                f"line {position}), as the page says:\n" + "\n".join(run)
+            )
+            position = end
 
     def yaml(self, block: Block) -> None:
         from tuner.spec import SpecError
@@ -212,7 +240,11 @@ class PageRun:
                 load_spec_text(block.code, block.where, spec_dir=str(self.spec_dir))
             else:
                 merged = {**(self.spec or FRAGMENT_BASE), **data}
-                load_spec_text(yaml.safe_dump(merged), block.where, spec_dir=str(self.spec_dir))
+                load_spec_text(
+                    yaml.safe_dump(merged, sort_keys=False),
+                    block.where,
+                    spec_dir=str(self.spec_dir),
+                )
         except SpecError as exc:
             if "invalid" in block.markers:
                 raise
@@ -258,6 +290,8 @@ class PageRun:
             pytest.fail(f"{block.where}: `tuner ui` serves until Ctrl-C; mark the block skip")
         if words[1:2] in (["run"], ["resume"]):
             self.start_ray()
+        if words[1:2] == ["run"] and "trials" in block.markers:
+            words += ["--max-trials", block.markers["trials"]]
         result = CliRunner().invoke(app, words[1:], catch_exceptions=True)
         output = result.output
         if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -299,6 +333,37 @@ def _joined_lines(code: str) -> Iterator[str]:
         pending = ""
     if pending:
         yield pending
+
+
+def _runs(code: str) -> Iterator[list[str]]:
+    """The runs of lines between ``...`` lines."""
+    run: list[str] = []
+    for line in code.splitlines():
+        if line.strip() == "...":
+            if run:
+                yield run
+            run = []
+        else:
+            run.append(line.rstrip())
+    if run:
+        yield run
+
+
+def _run_at(lines: list[str], run: list[str], start: int) -> int | None:
+    """Where ``run`` ends if it is ``lines`` from ``start`` on, comment lines left out."""
+    index = start
+    for wanted in run:
+        while (
+            index < len(lines)
+            and lines[index] != wanted
+            and lines[index].lstrip().startswith("#")
+            and index > start
+        ):
+            index += 1
+        if index >= len(lines) or lines[index] != wanted:
+            return None
+        index += 1
+    return index
 
 
 def _normalised(text: str) -> str:
@@ -392,6 +457,55 @@ def test_a_page_that_shows_output_a_command_does_not_print_fails(page_dir: Path)
     (block,) = code_blocks(page)
     with pytest.raises(AssertionError, match="did not print what the page shows"):
         PageRun(page_dir, start_ray=lambda: None).run(block)
+
+
+def test_an_excerpt_is_checked_against_the_file_it_quotes(page_dir: Path) -> None:
+    (page_dir / "study.yaml").write_text(
+        "# the trial\ntrial:\n  # what it runs\n  function: train:train\n  timeout: 5m\n"
+        "budget: {max_trials: 4}\n"
+    )
+    page = page_dir / "page.md"
+    page.write_text(
+        "<!-- excerpt: study.yaml -->\n```text\ntrial:\n  function: train:train\n  ...\n"
+        "budget: {max_trials: 4}\n```\n\n"
+        "<!-- excerpt: study.yaml -->\n```yaml\ntrial:\n  timeout: 5m\n```\n"
+    )
+    quoted, drifted = code_blocks(page)
+    run = PageRun(page_dir, start_ray=lambda: None)
+    run.run(quoted)  # a comment line left out, and `...` for the rest
+    with pytest.raises(AssertionError, match=r"not in study\.yaml"):
+        run.run(drifted)  # a line left out that is no comment
+
+
+def test_the_site_home_page_is_the_readme_not_a_copy() -> None:
+    hook = _hook("readme_home")
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    assert hook.MARKER in index
+    assert not re.sub(r"<!--.*?-->", "", index, flags=re.DOTALL).strip(), (
+        "docs/index.md has text of its own; the home page is README.md, edit that"
+    )
+
+
+def test_readme_links_are_rewritten_for_the_site_root() -> None:
+    hook = _hook("readme_home")
+    readme = (
+        "See [MLflow](docs/guides/mlflow.md#runs), ![plot](./docs/images/p.png),\n"
+        "[optuna](https://optuna.org) and [below](#one-example).\n\n"
+        '<img src="docs/images/p.png">\n\n[ref]: docs/reference/spec.md\n\n'
+        "```python\nx = a[0](docs/y)\n```\n"
+    )
+    assert hook.home_page(readme) == (
+        "See [MLflow](guides/mlflow.md#runs), ![plot](images/p.png),\n"
+        "[optuna](https://optuna.org) and [below](#one-example).\n\n"
+        '<img src="images/p.png">\n\n[ref]: reference/spec.md\n\n'
+        "```python\nx = a[0](docs/y)\n```\n"
+    )
+    outside = "[the quickstart](examples/quickstart/README.md)"
+    with pytest.raises(ValueError, match="outside docs/"):
+        hook.home_page(outside)
+    assert hook.home_page(outside, "https://github.com/o/tuner/") == (
+        "[the quickstart](https://github.com/o/tuner/blob/HEAD/examples/quickstart/README.md)"
+    )
 
 
 def test_readme_links_point_at_files_that_exist() -> None:
@@ -547,6 +661,9 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    home = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "Choosing a strategy" in home  # README.md's section
+    assert 'href="guides/objectives/"' in home  # its `docs/guides/objectives.md` link
     reference = (tmp_path / "reference" / "spec" / "index.html").read_text(encoding="utf-8")
     assert 'id="backend-sagemaker-spot"' in reference
     api = (tmp_path / "reference" / "api" / "index.html").read_text(encoding="utf-8")

@@ -1,6 +1,7 @@
-"""The examples run as their READMEs say: every spec loads; the text classifier tunes both on
-the embedded Ray cluster and, as SageMaker would run it, in its image's layout; the record
-linkage study finds FEBRL's duplicates; and the notebooks run end to end in a real kernel."""
+"""The examples run as their READMEs say: every spec loads; the quickstart and the command
+trial run with `tuner run` into MLflow; the text classifier tunes both on the embedded Ray
+cluster and, as SageMaker would run it, in its image's layout; the record linkage study finds
+FEBRL's duplicates; and the notebooks run end to end in a real kernel."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tuner.store import load_study, records
 TEXT = ROOT / "examples" / "sagemaker-text-classifier"
 LINKAGE = ROOT / "examples" / "record-linkage"
 QUICKSTART = ROOT / "examples" / "quickstart"
+COMMAND = ROOT / "examples" / "command"
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,63 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 )
 def test_every_example_spec_loads(path: Path) -> None:
     assert load_spec(path).name
+
+
+# --- tuner run, as the READMEs say ---------------------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("spec_file", "params"),
+    [
+        (QUICKSTART / "study.yaml", {"C", "gamma", "kernel"}),
+        (COMMAND / "study.yaml", {"lr", "width", "optimizer"}),
+    ],
+    ids=["quickstart", "command"],
+)
+def test_an_example_study_runs_with_tuner_run_into_mlflow(
+    ray_cluster: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spec_file: Path,
+    params: set[str],
+) -> None:
+    """`tuner run examples/NAME/study.yaml` with three trials: the study's state and its MLflow
+    runs land in the folder it was started in, every trial finished with a finite objective,
+    and each trial's run holds its parameters and objective."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    import tuner
+    from tuner.cli import app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the spec's default store
+    spec = load_spec(spec_file)
+    objective = spec.objectives[0].metric
+    assert spec.tracking.mlflow is not None
+
+    outcome = CliRunner().invoke(app, ["run", str(spec_file), "--max-trials", "3"])
+
+    assert outcome.exit_code == 0, outcome.output
+    result = tuner.load(spec.name, dir=str(tmp_path / "tuner-studies"))
+    assert [trial.state for trial in result.records] == [TrialState.COMPLETE] * 3
+    for trial in result.records:
+        assert trial.value is not None
+        assert math.isfinite(trial.value), trial
+        assert params <= set(trial.params)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(spec.tracking.mlflow.experiment or spec.name)
+    assert experiment is not None
+    runs = {
+        int(run.data.tags["tuner.trial"]): run
+        for run in client.search_runs([experiment.experiment_id])
+        if "tuner.trial" in run.data.tags
+    }
+    assert sorted(runs) == [trial.number for trial in result.records]
+    for trial in result.records:
+        assert runs[trial.number].data.metrics[objective] == pytest.approx(trial.value)
+        assert params <= set(runs[trial.number].data.params)
 
 
 def _small(spec: Any, tmp_path: Path, **backend: Any) -> Any:

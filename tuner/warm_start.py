@@ -382,7 +382,11 @@ def open_source_study(spec: StudySpec, config: WarmStart) -> optuna.Study:
         if not journal.is_file() and (Path(name) / JOURNAL_FILE).is_file():
             journal, name = Path(name) / JOURNAL_FILE, Path(name).name  # a study's folder
         if not journal.is_file():
-            known = sorted(p.parent.name for p in folder.glob(f"*/{JOURNAL_FILE}"))
+            known = sorted(
+                p.parent.name
+                for p in folder.glob(f"*/{JOURNAL_FILE}")
+                if p.parent.name != spec.name
+            )
             raise InputError(_missing("warm_start.study", name, f"in {folder}/", known))
         if journal.resolve() == (Path(spec.storage.dir) / spec.name / JOURNAL_FILE).resolve():
             raise InputError(f"warm_start.study: `{name}` is this study; name an earlier one")
@@ -391,7 +395,7 @@ def open_source_study(spec: StudySpec, config: WarmStart) -> optuna.Study:
         with quiet():
             return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        known = sorted(s.study_name for s in storage.get_all_studies())
+        known = sorted(s.study_name for s in storage.get_all_studies() if s.study_name != spec.name)
         raise InputError(_missing("warm_start.study", name, f"in {where}", known)) from None
 
 

@@ -465,3 +465,22 @@ def test_a_run_killed_while_queueing_seeds_queues_only_the_rest_next_time(
     prepare(study, spec)
     assert [t.user_attrs[SEED_TRIAL] for t in study.trials] == [0, 1, 2]
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.WAITING] * 3
+
+
+def test_the_run_says_what_the_warm_start_told_the_strategy(
+    make_spec: Callable[..., Any], earlier: list[TrialRecord]
+) -> None:
+    from rich.console import Console
+
+    from tuner.progress import ProgressDisplay
+
+    spec = make_spec(name="later", space=NARROWED, warm_start={"study": "earlier"})
+    console = Console(record=True, width=200)
+    display = ProgressDisplay(console)
+    run(spec, listeners=[display])
+    display.close()
+    used = sum(t.params["x"] >= 0 for t in earlier)
+    lines = console.export_text().splitlines()
+    assert f"warm start: {used} trials from study earlier ({12 - used} dropped: " in "\n".join(
+        lines[:3]
+    )

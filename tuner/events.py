@@ -39,6 +39,8 @@ class StudyStart:
     trials: tuple[TrialRecord, ...] = ()
     mlflow_parent_run_id: str | None = None
     backend: str = ""
+    warm_start: str | None = None
+    """What a warm start told the strategy (``12 trials from study earlier``), if it had one."""
 
 
 class StudyListener(Protocol):

@@ -39,6 +39,7 @@ from tuner.spec import COST_METRIC, Direction, StudySpec
 from tuner.takeover import RunningTrial, requeue, take_over
 from tuner.tally import Tally
 from tuner.trial_runner import objective_problem
+from tuner.warm_start import stored_report
 
 if TYPE_CHECKING:
     import optuna
@@ -101,6 +102,7 @@ class Loop:
         self.running, self.queued = left.running, left.queued
         for record in left.finished:  # interrupted attempts are not counted, but cost money
             self.tally.add(record) if record.state.is_finished() else self.tally.spend(record.cost)
+        warm = stored_report(self.study.user_attrs)
         self.events.study_started(
             StudyStart(
                 spec=self.spec,
@@ -110,6 +112,7 @@ class Loop:
                 trials=(*left.finished, *left.interrupted),
                 mlflow_parent_run_id=self.study.user_attrs.get(Attr.MLFLOW_PARENT_RUN_ID),
                 backend=self.spec.backend.type,
+                warm_start=warm.describe() if warm is not None else None,
             )
         )
         for record in left.interrupted:  # their runs, left open by a killed orchestrator, close

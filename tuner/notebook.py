@@ -75,6 +75,8 @@ class NotebookProgress(Listener):
             f"{spec.name}: {verb} — {spec.strategy.type} strategy (engine {start.engine}, "
             f"seed {start.seed}), {spec.budget.max_concurrent} at a time on {start.backend}"
         )
+        if start.warm_start is not None:
+            self._header += f"; warm start: {start.warm_start}"
         self._total = spec.budget.max_trials
         if self._total is None and spec.strategy.type == "grid":
             self._total = spec.search_space.grid_size()

@@ -54,6 +54,8 @@ class ProgressDisplay(Listener):
             f"{spec.budget.max_concurrent} at a time on {start.backend}",
             highlight=False,
         )
+        if start.warm_start is not None:
+            self._console.print(f"warm start: {start.warm_start}", markup=False, highlight=False)
         done = sum(1 for t in start.trials if t.state.is_finished())
         total = spec.budget.max_trials
         if total is None and spec.strategy.type == "grid":

@@ -213,16 +213,17 @@ MULTI_OBJECTIVE_ENGINES = ("auto", "tpe", "gp", "nsga2", "qmc")
 
 class BayesianStrategy(_Section):
     """Model-based search. ``engine`` defaults to ``auto``, which chooses an engine for each
-    proposal: random start-up trials, then the GP on spaces of floats (CMA-ES after 200
-    trials) or TPE on integer, categorical, conditional, constrained and multi-objective ones."""
+    proposal: random start-up trials (none after a warm start of 3 or more trials), then the
+    GP on spaces of floats (CMA-ES after 200 trials; TPE instead for a constrained study) or
+    TPE on integer, categorical, conditional and multi-objective ones."""
 
     type: Literal["bayesian"] = "bayesian"
     engine: Literal["auto", "gp", "skopt", "cmaes", "qmc", "tpe", "nsga2"] | None = None
     seed: int | None = None
     n_startup_trials: PositiveInt | None = Field(
         None,
-        description="Random trials before the model takes over (the engine's default if "
-        "unset: 10 for `auto`).",
+        description="Random trials before the model takes over, counting a warm start's "
+        "trials (if unset: 10, or none after a warm start of 3 or more trials).",
     )
 
 

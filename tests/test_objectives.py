@@ -63,6 +63,25 @@ def test_a_two_objective_study_reports_its_pareto_front(make_spec: Any) -> None:
     assert 1 <= len(summary.front) <= 16
 
 
+@pytest.mark.parametrize("engine", ["auto", "nsga2", "gp", "qmc"])
+def test_every_engine_for_several_objectives_finds_a_feasible_front(
+    make_spec: Any, engine: str
+) -> None:
+    if engine == "gp":
+        pytest.importorskip("torch")
+    spec = two_objective_spec(
+        make_spec,
+        constraints=["memory_mb <= 600"],
+    ).model_copy(update={"strategy": tuner.spec.BayesianStrategy(engine=engine, seed=2)})
+    summary = Orchestrator(spec, tracker=None).run()
+
+    trials = records(load_study(spec))
+    assert summary.counts[TrialState.COMPLETE] == 16
+    assert any(t.infeasible for t in trials)  # the bound cuts the space: some broke it
+    assert {t.number for t in summary.front} == brute_force_front(trials)
+    assert all(t.metrics["memory_mb"] <= 600 for t in summary.front)
+
+
 def test_the_python_result_holds_the_front_and_plots_it(make_spec: Any) -> None:
     spec = two_objective_spec(make_spec)
     result = tuner.Study(spec).run(progress=False)

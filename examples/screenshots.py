@@ -6,7 +6,7 @@ history (a plot tuner attaches to the study's run), and (for studies that report
 train) the best trial's learning curve.
 From the repository root::
 
-    python examples/screenshots.py record-linkage quickstart sagemaker-text-classifier
+    python examples/screenshots.py command record-linkage quickstart sagemaker-text-classifier
 
 Each example's pictures land in its folder as ``mlflow-*.png``. Needs Chromium (Debian's
 ``chromium`` package; ``make test`` installs it) and playwright (the ``ui-test`` extra).
@@ -78,6 +78,12 @@ EXAMPLES = {
         metrics=("val_accuracy", "val_accuracy_std"),
         params=("kernel", "C", "gamma", "degree"),
         curve="val_accuracy",
+    ),
+    "command": Example(
+        spec="examples/command/study.yaml",
+        metrics=("val_loss",),
+        params=("lr", "width", "optimizer"),
+        curve="val_loss",
     ),
     "sagemaker-text-classifier": Example(
         spec="examples/sagemaker-text-classifier/local.yaml",

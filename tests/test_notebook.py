@@ -134,6 +134,9 @@ def test_a_notebook_runs_interrupts_and_continues_a_study(tmp_path: Path) -> Non
     }
     assert len(completed_before) >= 3
     assert before.counts[tuner.TrialState.COMPLETE] < 10
+    states = [t.state for t in before.records]
+    assert tuner.TrialState.CANCELLED in states, states  # those running when it stopped
+    assert tuner.TrialState.RUNNING not in states, states
     cleanup = _text(notebook.cells[2].outputs)
     assert "ray initialised: False" in cleanup
     assert "ray processes left: 0" in cleanup
@@ -154,6 +157,12 @@ def test_a_notebook_runs_interrupts_and_continues_a_study(tmp_path: Path) -> Non
     assert any("<progress" in o["data"]["text/html"] for o in html)
     for cell in notebook.cells:
         assert "\x1b[" not in _text([o for o in cell.get("outputs", []) if "traceback" not in o])
+
+    # tuner's lines only: none of optuna's INFO lines ("[I 2024-...] A new study created")
+    for cell in notebook.cells:
+        shown = _text(cell.get("outputs", []))
+        for foreign in ("A new study created", "Using an existing study", "[I "):
+            assert foreign not in shown, shown
 
     # starting over, in the same kernel
     assert "fresh trials: 3" in _text(notebook.cells[4].outputs)

@@ -32,6 +32,54 @@ print(f"tuner: {summary.finished} trials finished")
 """
 
 
+# The same study through the Python API, as a notebook or script writes it.
+STUDY_SCRIPT = """
+import sys
+import tuner
+
+study = tuner.Study(
+    name="quiet-study",
+    trial="examples.functions:curve",
+    space={"x": tuner.Float(-2.0, 2.0)},
+    objective="loss",
+    strategy="bayesian",
+    seed=7,
+    pruner="median",
+    max_trials=3,
+    max_concurrent=1,
+    backend="inprocess",
+    tracking=sys.argv[1],
+)
+result = study.run()
+print(f"tuner: best trial {result.best.number}")
+"""
+
+FOREIGN = (
+    "A new study created",  # optuna's INFO lines: "[I 2024-...] A new study created in ..."
+    "Using an existing study",
+    "[I ",
+    "Trial 0 finished",
+    "View run",  # MLflow's "🏃 View run trial-0000 at: http://..." on a tracking server
+    "View experiment",
+    "🏃",
+    "Creating initial MLflow database tables",
+    "INFO",
+)
+"""What optuna and MLflow print when left to themselves, and tuner must keep quiet."""
+
+
+def assert_only_tuners_lines(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr
+    for stream in (done.stdout, done.stderr):
+        leaked = [line for line in stream.splitlines() if any(f in line for f in FOREIGN)]
+        assert leaked == [], stream
+
+
+def fresh_env() -> dict[str, str]:
+    """A new terminal's environment: no MLFLOW_* settings from the tests' own process."""
+    return {k: v for k, v in subprocess_env().items() if not k.startswith("MLFLOW_")}
+
+
 @pytest.fixture(params=["sqlite", "server"])
 def tracking_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An MLflow store of each kind: a database file, and a tracking server (where MLflow
@@ -63,11 +111,10 @@ def test_a_study_run_from_python_prints_nothing_but_its_own_lines(
         "tracking": {"mlflow": {"tracking_uri": tracking_uri}},
         "storage": {"dir": str(tmp_path / "studies")},
     }
-    env = {k: v for k, v in subprocess_env().items() if not k.startswith("MLFLOW_")}
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(spec), str(ROOT)],
         cwd=tmp_path,
-        env=env,
+        env=fresh_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -115,3 +162,44 @@ def test_the_trackers_client_leaves_mlflows_logging_as_it_was(
     quiet_client(mlflow_uri)
     assert logger.level == logging.INFO
     assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ
+
+
+def test_a_study_run_through_the_python_api_prints_only_tuners_lines(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STUDY_SCRIPT, tracking_uri],
+        cwd=tmp_path,
+        env=fresh_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_only_tuners_lines(done)
+    assert "quiet-study" in done.stdout  # the progress display: tuner's own lines
+    assert done.stdout.splitlines()[-1].startswith("tuner: best trial ")
+
+
+def test_tuner_run_prints_only_tuners_lines(tmp_path: Path, tracking_uri: str) -> None:
+    spec = {
+        "name": "quiet-cli",
+        "objective": {"metric": "loss", "direction": "minimize"},
+        "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}},
+        "strategy": {"type": "bayesian", "seed": 7},
+        "pruner": {"type": "median"},
+        "budget": {"max_trials": 3, "max_concurrent": 1},
+        "trial": {"function": "examples.functions:curve"},
+        "backend": {"type": "inprocess"},
+        "tracking": {"mlflow": {"tracking_uri": tracking_uri}},
+    }
+    (tmp_path / "study.yaml").write_text(json.dumps(spec))  # JSON is YAML
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "run", "study.yaml"],
+        cwd=tmp_path,
+        env=fresh_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_only_tuners_lines(done)
+    assert "quiet-cli" in done.stdout + done.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 import yaml
 
 import tuner
-from conftest import ROOT
+from conftest import ROOT, run_tuner
 from tuner.spec import BayesianStrategy, SpecError, load_spec_text
 
 BASE: dict[str, Any] = {
@@ -141,6 +143,9 @@ def test_short_forms_expand_to_the_sections_they_stand_for() -> None:
     assert spec.tracking.mlflow.tracking_uri == "sqlite:///runs.db"
     assert spec.storage.dir == "studies"
     assert python_study(storage="sqlite:///study.db").spec.storage.url == "sqlite:///study.db"
+    bayesian = python_study(strategy="bayesian").spec.strategy
+    assert isinstance(bayesian, BayesianStrategy)
+    assert (bayesian.engine, bayesian.seed) == (None, 7)  # the default engine: auto
 
 
 def test_sections_may_be_models_and_keyword_fields_change_them() -> None:
@@ -166,19 +171,58 @@ def test_sections_may_be_models_and_keyword_fields_change_them() -> None:
 # --- YAML and back -------------------------------------------------------------------------
 
 
-def test_a_python_study_written_as_yaml_reads_back_the_same(tmp_path: Path) -> None:
+def machine_folders(*more: Path) -> list[str]:
+    """Absolute folders of this machine that portable YAML must not name."""
+    return [str(p) for p in (ROOT, Path.cwd(), *more)]
+
+
+@pytest.mark.parametrize("where", [".", "specs"], ids=["the working folder", "a folder below"])
+def test_a_python_study_written_as_yaml_reads_back_the_same(tmp_path: Path, where: str) -> None:
     study = python_study(
         trial="examples.functions:quadratic", pruner={"type": "median"}, tracking=None
     )
-    path = tmp_path / "study.yaml"
+    path = tmp_path / where / "study.yaml"
+    path.parent.mkdir(exist_ok=True)
     text = study.to_yaml(path)
     assert path.read_text() == text
+    for folder in machine_folders(tmp_path):
+        assert folder not in text
     again = tuner.Study.from_yaml(path)
     assert again.spec.model_dump(exclude={"trial"}) == study.spec.model_dump(exclude={"trial"})
-    assert again.spec.trial.entry == study.spec.trial.entry
+    assert again.spec.trial.model_dump(exclude={"path"}) == study.spec.trial.model_dump(
+        exclude={"path"}
+    )
+    # it imports from the reader's working folder and the file's own, as any YAML spec does
+    folders = dict.fromkeys([os.getcwd(), str(path.parent)])
+    assert again.spec.trial.entry.search_path == tuple(folders)
     assert again.to_yaml() == text
+    assert again.to_yaml(path) == text
     assert "when" not in text
     assert "max_failures" not in text
+
+
+@pytest.mark.parametrize("example", ["quickstart", "command"])
+def test_a_yaml_study_written_back_names_no_folder_of_this_machine(
+    tmp_path: Path, example: str
+) -> None:
+    source = ROOT / "examples" / example / "study.yaml"
+    study = tuner.Study.from_yaml(source)
+    beside = study.to_yaml()  # for its own folder
+    copy = tmp_path / "copy" / "study.yaml"
+    copy.parent.mkdir()
+    elsewhere = study.to_yaml(copy)
+    for folder in machine_folders(tmp_path):
+        assert folder not in beside
+    assert str(tmp_path) not in elsewhere
+    assert tuner.Study.from_yaml(copy).to_yaml() == elsewhere
+    moved = tuner.load_spec(copy).trial.entry
+    if example == "command":  # the copy runs the script in the example's folder still
+        assert "workdir" not in beside
+        assert not os.path.isabs(yaml.safe_load(elsewhere)["trial"]["workdir"])
+        assert moved == study.spec.trial.entry
+    else:  # the copy imports from the example's folder still, and from its own
+        assert "path" not in beside
+        assert set(study.spec.trial.entry.search_path) <= set(moved.search_path)
 
 
 def test_a_yaml_study_changed_in_python_keeps_the_rest() -> None:
@@ -219,14 +263,33 @@ def test_code_yaml_cannot_name_is_refused_with_what_to_do(function: Any) -> None
 # --- running ------------------------------------------------------------------------------
 
 
-def test_python_and_yaml_studies_run_the_same_trials_for_the_same_seed(tmp_path: Path) -> None:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "name": "from-yaml"}))
-    from_yaml = tuner.run(path, progress=False)
-    from_python = python_study(
-        name="from-python", trial="examples.functions:quadratic", max_concurrent=1
-    ).run(progress=False)
-    assert [t.params for t in from_yaml.records] == [t.params for t in from_python.records]
+@pytest.mark.parametrize(
+    ("strategy", "concurrent"),
+    [
+        ({"type": "random", "seed": 7}, 2),
+        # one at a time, so each proposal sees the same finished trials on both sides
+        ({"type": "bayesian", "engine": "tpe", "seed": 3, "n_startup_trials": 4}, 1),
+    ],
+    ids=["random", "tpe"],
+)
+def test_python_and_yaml_studies_run_the_same_trials_for_the_same_seed(
+    tmp_path: Path, strategy: dict[str, Any], concurrent: int
+) -> None:
+    study = python_study(strategy=strategy, seed=None, max_trials=10, max_concurrent=concurrent)
+    folder = tmp_path / "yaml-user"
+    folder.mkdir()
+    study.to_yaml(folder / "study.yaml")
+
+    from_python = study.run(progress=False)
+    done = run_tuner("run", "study.yaml", cwd=folder)  # as a YAML user runs it
+    assert done.returncode == 0, done.stdout + done.stderr
+    from_yaml = tuner.load("api", dir=str(folder / "tuner-studies"))
+
+    def trials(result: tuner.StudyResult) -> list[tuple[Any, ...]]:
+        return [(t.number, t.state, dict(t.params), t.value, t.engine) for t in result.records]
+
+    assert len(from_python.records) == 10  # for tpe, 6 after its 4 random start-up trials
+    assert trials(from_yaml) == trials(from_python)
 
 
 @pytest.mark.parametrize(
@@ -324,6 +387,64 @@ def test_load_reads_any_study_back_as_the_run_returned_it() -> None:
     assert loaded.trials.equals(result.trials)
     with pytest.raises(tuner.StudyNotFoundError):
         tuner.load("no-such-study")
+
+
+class Gate:
+    """Holds a study's second trial until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.second_started = threading.Event()
+        self.release = threading.Event()
+
+
+def held_second(params: dict[str, Any], gate: Gate) -> dict[str, float]:
+    gate.calls += 1
+    if gate.calls == 2:
+        gate.second_started.set()
+        gate.release.wait(timeout=60)
+    return quadratic(params)
+
+
+def load_while_the_second_trial_runs() -> tuple[tuner.StudyResult, tuner.StudyResult]:
+    """``tuner.load("api")`` while a study of 3 trials runs its second; and its final result."""
+    gate = Gate()
+    trial = functools.partial(held_second, gate=gate)
+    study = python_study(trial=trial, max_trials=3, max_concurrent=1)
+    ended: list[tuner.StudyResult] = []
+    runner = threading.Thread(target=lambda: ended.append(study.run(progress=False)))
+    runner.start()
+    try:
+        assert gate.second_started.wait(timeout=60), "the second trial never started"
+        running = tuner.load("api")
+    finally:
+        gate.release.set()
+        runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert ended, "the study raised; see the thread's traceback above"
+    return running, ended[0]
+
+
+def test_load_reads_a_study_while_it_runs() -> None:
+    running, ended = load_while_the_second_trial_runs()
+    assert list(running.trials["state"]) == ["COMPLETE", "RUNNING"]
+    assert pd.isna(running.trials.loc[1, "value"])
+    assert running.best is not None
+    assert (running.best.number, running.best.value) == (0, running.records[0].value)
+    assert "best: trial 0" in repr(running)
+
+    assert list(ended.trials["state"]) == ["COMPLETE"] * 3
+    assert list(tuner.load("api").trials["state"]) == ["COMPLETE"] * 3
+
+
+def test_a_running_studys_counts_show_its_running_trial() -> None:
+    running, _ = load_while_the_second_trial_runs()
+    assert running.counts[tuner.TrialState.RUNNING] == 1
+
+
+def test_load_reads_a_study_whose_function_is_a_lambda() -> None:
+    result = python_study(trial=lambda params: quadratic(params)).run(progress=False)
+    assert tuner.load("api").best == result.best
 
 
 def test_load_finds_a_study_from_any_folder(

@@ -18,6 +18,8 @@ error messages as the YAML form, plus short forms for the common case::
 ``study.to_yaml()`` writes the same spec as YAML and ``Study.from_yaml(path, **changes)`` reads
 one back, changed. The wiring that runs a study (store, backend, MLflow, lock) is
 :class:`tuner.orchestrator.Orchestrator`; this module only builds the spec and reads results.
+That one job is long because it covers every section of the spec: each keyword, its short
+forms and the checks that make a Python mistake read as the YAML one does.
 """
 
 from __future__ import annotations
@@ -156,6 +158,8 @@ class Study:
         }
         self.spec: StudySpec = build_spec(data, **shortcuts)
         """The validated spec."""
+        self._folder: str | None = None
+        """The folder of the YAML file it was read from: where ``to_yaml()`` writes for."""
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], /, **changes: Any) -> Study:
@@ -164,10 +168,17 @@ class Study:
         Raises:
             SpecError: with the file, line and field of every problem.
         """
-        return cls(load_spec(path), **changes)
+        study = cls(load_spec(path), **changes)
+        study._folder = str(Path(path).resolve().parent)
+        return study
 
     def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
         """The spec as YAML (written to ``path`` too, if given); ``from_yaml`` reads it back.
+
+        The YAML holds no folder of this machine that its reader imports from anyway: the
+        working directory and the file's own folder (``path``'s, else that of the file the
+        study was read from) are left out, and a command's ``workdir`` is relative to the
+        file's folder. So ``Study.from_yaml(path).to_yaml()`` is the text written to ``path``.
 
         Raises:
             InputError: if the trial function cannot be named by a ``module:function``
@@ -175,7 +186,11 @@ class Study:
                 a notebook): YAML can only refer to code in a module.
         """
         _check_referable(self.spec)
-        text = self.spec.to_yaml()
+        if path is not None:
+            folder = str(Path(path).resolve().parent)
+        else:
+            folder = self._folder or os.getcwd()
+        text = self.spec.to_yaml(folder=folder)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text

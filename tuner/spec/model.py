@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -285,7 +286,7 @@ class StudySpec(_Section):
         assert self._space is not None
         return self._space
 
-    def to_yaml(self, *, redact: bool = False) -> str:
+    def to_yaml(self, *, redact: bool = False, folder: str | os.PathLike[str] | None = None) -> str:
         """The spec as YAML, with the folders its trial function is imported from.
 
         Only what differs from the defaults is written (and each section's ``type``). A
@@ -295,6 +296,12 @@ class StudySpec(_Section):
             redact: mask secret-named ``env``/``environment`` values and URL passwords (see
                 :mod:`tuner.secrets`), for anything shown or logged. The study folder keeps
                 the unredacted form, which ``tuner resume`` runs with.
+            folder: write it for a spec file in this folder, to be read on any machine: the
+                folders a spec's reader imports from anyway (its own folder and the working
+                directory) are left out of ``trial.path``, and a command's ``workdir`` is
+                relative to ``folder`` (left out if it is ``folder``). Without it, each folder
+                is the absolute path it is here, the form the study folder keeps: ``tuner
+                resume`` reads that from anywhere.
         """
         data = _with_tags(
             self.model_dump(mode="json", exclude_defaults=True), self.model_dump(mode="json")
@@ -302,12 +309,39 @@ class StudySpec(_Section):
         entry = self.trial.entry
         if isinstance(entry, FunctionEntry):
             data["trial"].pop("path", None)
-            data["trial"] = {"path": list(entry.search_path), **data["trial"]}
+            folders = _foreign(entry.search_path, folder)
+            data["trial"] = {"path": folders, **data["trial"]} if folders else data["trial"]
         else:
-            data["trial"]["workdir"] = entry.workdir
+            data["trial"].pop("function", None)  # `function: null` says nothing
+            data["trial"].pop("workdir", None)  # last, wherever the dump had it
+            workdir = entry.workdir if folder is None else _relative(entry.workdir, folder)
+            if workdir is not None:
+                data["trial"]["workdir"] = workdir
         if redact:
             data = redact_spec(data)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _foreign(search_path: tuple[str, ...], folder: str | os.PathLike[str] | None) -> list[str]:
+    """The folders of ``search_path`` a spec file in ``folder`` must name: the loader puts the
+    file's folder and the working directory on the path itself (the reader's own, which is
+    what makes the file portable)."""
+    if folder is None:
+        return list(search_path)
+    implied = {os.path.realpath(folder), os.path.realpath(os.getcwd())}
+    return [p for p in search_path if os.path.realpath(p) not in implied]
+
+
+def _relative(workdir: str | None, folder: str | os.PathLike[str]) -> str | None:
+    """``workdir`` as a spec file in ``folder`` writes it: the loader joins it to the file's
+    folder, and none means the folder itself."""
+    base = os.path.realpath(folder)
+    if workdir is None or os.path.realpath(workdir) == base:
+        return None
+    try:
+        return os.path.relpath(workdir, base)
+    except ValueError:  # another drive (Windows): no relative form
+        return workdir
 
 
 def _warm_start_problems(

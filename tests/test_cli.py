@@ -325,3 +325,51 @@ def test_ui_serves_the_studys_tracking_store(tmp_path: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}" in out
+
+
+def test_resume_says_once_that_a_notebook_function_cannot_be_imported(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import tuner
+
+            tuner.Study(
+                name="from-a-script",
+                space={"x": tuner.Float(-1.0, 1.0)},
+                objective={"metric": "loss"},
+                trial=lambda params: {"loss": params["x"] ** 2},
+                backend={"type": "inprocess"},
+                tracking=None,
+                budget={"max_trials": 2},
+            ).run(progress=False)
+            """
+        )
+    )
+    made = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=subprocess_env(), capture_output=True
+    )
+    assert made.returncode == 0, made.stderr
+
+    shown = run_tuner("status", "from-a-script", cwd=tmp_path)  # reading it never imports it
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    resumed = run_tuner("resume", "from-a-script", "--max-trials", "2", cwd=tmp_path)
+    assert resumed.returncode == 2
+    assert "cannot resume: its trial function `__main__:<lambda>` was defined in a notebook" in (
+        resumed.stderr
+    )
+    assert "run(resume=True)" in resumed.stderr
+    study = optuna.load_study(
+        study_name="from-a-script",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(
+                str(tmp_path / "tuner-studies" / "from-a-script" / "journal.log")
+            )
+        ),
+    )
+    assert len(study.trials) == 2  # no trial was started to fail

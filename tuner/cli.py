@@ -250,7 +250,31 @@ def resume(
     if max_trials is not None:
         more = _finished_trials(spec) + max_trials if max_trials > 0 else max_trials
     spec = _with_budget(spec, max_trials=more, max_concurrent=max_concurrent)
+    _check_trial_imports(spec)
     _run_study(spec, resume=True)
+
+
+def _check_trial_imports(spec: StudySpec) -> None:
+    """Says once, before any trial, that the study's function does not import (rather than
+    failing every trial): a lambda, a closure or a function of a notebook or a script."""
+    from tuner.backend import FunctionEntry
+    from tuner.functions import resolve_function
+
+    function, entry = spec.trial.function, spec.trial.entry
+    if not isinstance(function, str) or not isinstance(entry, FunctionEntry):
+        return
+    try:
+        resolve_function(function, entry.search_path)
+    except ValueError as exc:
+        why = str(exc)
+        if function.startswith("__main__:") or "<" in function:
+            why = (
+                f"its trial function `{function}` was defined in a notebook or a script, where "
+                "only Python can give it again: `tuner.Study(..., trial=fn).run(resume=True)` "
+                "there, or move it to a module and resume with `--spec` naming "
+                "`package.module:function`"
+            )
+        _fail(f"study `{spec.name}` cannot resume: {why}")
 
 
 def _finished_trials(spec: StudySpec) -> int:

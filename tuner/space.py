@@ -413,7 +413,8 @@ class Space(Mapping[str, "Float | Int | Categorical"]):
                 continue
             problem = value_problem(param, config[name])
             if problem is not None:
-                problems.append((name, f"`{name}` {problem}"))
+                fix = "; give one it can take, or widen the parameter in `space`"
+                problems.append((name, f"`{name}` {problem}{fix}"))
             else:
                 active[name] = config[name]
         return problems

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import InputError, TunerError
 from tuner.paths import SPEC_FILE, StudyLocation, location
-from tuner.records import Attr, StudySummary, TrialRecord, is_own
+from tuner.records import Attr, StudySummary, TrialRecord, TrialState, is_own
 from tuner.spec import SpecError, StudySpec, load_spec
 from tuner.strategies.pruners import make_pruner
 from tuner.tally import Tally
@@ -169,7 +169,10 @@ def summarise(spec: StudySpec, trials: Iterable[TrialRecord]) -> StudySummary:
     tally = Tally(spec.maximize)
     for record in trials:
         tally.add(record)
-    return tally.summary(spec.name, spec.primary.metric, spec.primary.direction.value)
+    running = tally.counts.get(TrialState.RUNNING, 0)
+    return tally.summary(
+        spec.name, spec.primary.metric, spec.primary.direction.value, running=running
+    )
 
 
 def find_spec(ref: str, studies_dir: str = "tuner-studies") -> StudySpec:

@@ -51,6 +51,10 @@ RESERVED_PREFIX = "tuner."
 
 
 _FUNCTION_PATTERN = r"[\w.]+:[\w.]+"
+_STORED_PATTERN = r"[\w.]+:[\w.<>]+"
+"""What a study folder's spec may hold: a function defined in a notebook cell or a script may
+be a lambda (``__main__:<lambda>``) or a closure (``train.<locals>.fit``), which reading the
+study never imports."""
 
 
 MAX_INT = 2**63 - 1
@@ -383,14 +387,16 @@ class TrialConfig(_Section):
     def _importable(cls, function: Any, info: ValidationInfo) -> Any:
         if function is None or callable(function):
             return function
-        if not re.fullmatch(_FUNCTION_PATTERN, function):
+        importing = (info.context or {}).get("import_trial", True)
+        pattern = _FUNCTION_PATTERN if importing else _STORED_PATTERN
+        if not re.fullmatch(pattern, function):
             raise ValueError(
                 f"{function!r} is not a function reference; write it as `package.module:function`"
             )
         # A spec read from YAML checks the import as a separate step (see `load_spec_text`),
         # so a missing module does not hide the spec's other problems, and reading a study
         # (`tuner status`) never runs its code. A spec built in Python checks it right here.
-        if (info.context or {}).get("import_trial", True):
+        if importing:
             resolve_function(function, _search_path(info, info.data.get("path", [])))
         return function
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import textwrap
 import time
@@ -373,3 +374,59 @@ def test_resume_says_once_that_a_notebook_function_cannot_be_imported(tmp_path: 
         ),
     )
     assert len(study.trials) == 2  # no trial was started to fail
+
+
+def test_the_live_display_draws_in_a_real_terminal(tmp_path: Path) -> None:
+    """`tuner run` in a terminal (a pseudo-terminal here) draws rich's live bar, redrawn in
+    place, and ends with the results as plain lines."""
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "in-a-terminal",
+                "objective": {"metric": "loss"},
+                "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}},
+                "strategy": {"type": "random", "seed": 1},
+                "budget": {"max_trials": 4, "max_concurrent": 2},
+                "trial": {"function": "examples.functions:quadratic"},
+                "backend": {"type": "inprocess"},
+                "tracking": {"mlflow": None},
+            }
+        )
+    )
+    leader, follower = pty.openpty()
+    env = {**subprocess_env(), "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "run", str(spec)],
+        cwd=tmp_path,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert process.wait(timeout=120) == 0, shown.decode(errors="replace")
+    text = shown.decode()
+    assert "\x1b[" in text  # drawn with the terminal's control sequences
+    assert "\x1b[?25l" in text  # the live bar hides the cursor while it redraws itself
+    assert "━" in text  # the bar
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "in-a-terminal: 4 complete — stopped: max_trials reached" in plain

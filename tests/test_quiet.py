@@ -96,11 +96,10 @@ def tracking_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         server.stop()
 
 
-def test_a_study_run_from_python_prints_nothing_but_its_own_lines(
-    tmp_path: Path, tracking_uri: str
-) -> None:
-    spec = {
-        "name": "quiet-study",
+def quiet_spec(name: str, tracking_uri: str, **sections: Any) -> dict[str, Any]:
+    """A small study with early stopping and MLflow on a server: every voice that leaked."""
+    return {
+        "name": name,
         "objective": {"metric": "loss", "direction": "minimize"},
         "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}},
         "strategy": {"type": "bayesian", "seed": 7},
@@ -109,8 +108,14 @@ def test_a_study_run_from_python_prints_nothing_but_its_own_lines(
         "trial": {"function": "examples.functions:curve"},
         "backend": {"type": "inprocess"},
         "tracking": {"mlflow": {"tracking_uri": tracking_uri}},
-        "storage": {"dir": str(tmp_path / "studies")},
+        **sections,
     }
+
+
+def test_a_study_run_from_python_prints_nothing_but_its_own_lines(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    spec = quiet_spec("quiet-study", tracking_uri, storage={"dir": str(tmp_path / "studies")})
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(spec), str(ROOT)],
         cwd=tmp_path,
@@ -181,17 +186,7 @@ def test_a_study_run_through_the_python_api_prints_only_tuners_lines(
 
 
 def test_tuner_run_prints_only_tuners_lines(tmp_path: Path, tracking_uri: str) -> None:
-    spec = {
-        "name": "quiet-cli",
-        "objective": {"metric": "loss", "direction": "minimize"},
-        "space": {"x": {"type": "float", "low": -2.0, "high": 2.0}},
-        "strategy": {"type": "bayesian", "seed": 7},
-        "pruner": {"type": "median"},
-        "budget": {"max_trials": 3, "max_concurrent": 1},
-        "trial": {"function": "examples.functions:curve"},
-        "backend": {"type": "inprocess"},
-        "tracking": {"mlflow": {"tracking_uri": tracking_uri}},
-    }
+    spec = quiet_spec("quiet-cli", tracking_uri)
     (tmp_path / "study.yaml").write_text(json.dumps(spec))  # JSON is YAML
     done = subprocess.run(
         [sys.executable, "-m", "tuner.cli", "run", "study.yaml"],

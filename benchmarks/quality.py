@@ -3,8 +3,9 @@
 Quality: the best value found after each trial (simple regret where the optimum is known, the
 value itself for real models), per seed, on problems of every class a default engine must
 handle (:data:`PROBLEMS`): smooth low-dimensional (Branin, Hartmann6), high-dimensional
-(Rosenbrock-10, Ackley-10, multimodal), noisy (Hartmann6 with noise: what counts is the true
-value of the trial the observations rank best), real models with float, integer and log
+(Rosenbrock-10, Ackley-10, multimodal; Hartmann6 in 12-d, where 6 parameters do nothing),
+noisy (Hartmann6 with noise: what counts is the true value of the trial the observations rank
+best), real models with float, integer and log
 parameters (scikit-learn's HistGradientBoosting, 3-fold CV on its breast-cancer data) and a
 conditional real model (which classifier, then its own hyperparameters). Every tuner engine
 runs sequentially, the default also with 4 and 16 trials in flight, beside standalone optuna
@@ -252,6 +253,9 @@ def _classifier_space() -> Space:
 
 
 _HARTMANN = _vector(hartmann6)
+_RELEVANT = (3, 9, 0, 7, 5, 11)
+"""The parameters of ``hartmann6-in-12`` that Hartmann6 reads (the other six do nothing, as
+most of a real model's hyperparameters matter little)."""
 
 PROBLEMS: dict[str, Problem] = {
     "branin": Problem(
@@ -266,6 +270,12 @@ PROBLEMS: dict[str, Problem] = {
         _box([(-32.768, 32.768)] * 10),
         _exact(_vector(ackley)),
         0.0,
+    ),
+    "hartmann6-in-12": Problem(
+        "high-dimensional, 6 of 12 parameters matter",
+        _box([(0.0, 1.0)] * 12),
+        _exact(lambda c: hartmann6(np.array([c[f"x{i}"] for i in _RELEVANT]))),
+        -3.32237,
     ),
     "hartmann6-noisy": Problem(
         "noisy (sd 0.2), 6-d",

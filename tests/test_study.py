@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,26 @@ def test_a_python_study_written_as_yaml_reads_back_the_same(tmp_path: Path, wher
     assert again.to_yaml(path) == text
     assert "when" not in text
     assert "max_failures" not in text
+
+
+def test_yaml_written_from_the_functions_folder_reads_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "mymodel.py").write_text("def fit(params):\n    return params['x'] ** 2\n")
+    monkeypatch.chdir(project)
+    text = python_study(trial="mymodel:fit").to_yaml(project / "specs" / "study.yaml")
+    assert str(tmp_path) not in text
+    assert yaml.safe_load(text)["trial"]["path"] == [".."]  # where mymodel is, from the file
+
+    moved = tmp_path / "elsewhere" / "project"  # the tree on another machine, read from below
+    moved.parent.mkdir()
+    project.rename(moved)
+    monkeypatch.chdir(moved / "specs")
+    monkeypatch.delitem(sys.modules, "mymodel", raising=False)
+    loaded = tuner.load_spec(moved / "specs" / "study.yaml")  # imports mymodel to check it
+    assert str(moved) in loaded.trial.entry.search_path
 
 
 @pytest.mark.parametrize("example", ["quickstart", "command"])

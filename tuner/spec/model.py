@@ -296,12 +296,14 @@ class StudySpec(_Section):
             redact: mask secret-named ``env``/``environment`` values and URL passwords (see
                 :mod:`tuner.secrets`), for anything shown or logged. The study folder keeps
                 the unredacted form, which ``tuner resume`` runs with.
-            folder: write it for a spec file in this folder, to be read on any machine: the
-                folders a spec's reader imports from anyway (its own folder and the working
-                directory) are left out of ``trial.path``, and a command's ``workdir`` is
-                relative to ``folder`` (left out if it is ``folder``). Without it, each folder
-                is the absolute path it is here, the form the study folder keeps: ``tuner
-                resume`` reads that from anywhere.
+            folder: write it for a spec file in this folder, to be read on any machine and
+                from any working directory: ``trial.path`` names the folders the function is
+                imported from relative to ``folder``, as the loader reads them, but for
+                ``folder`` itself (the loader always imports from it) and the working
+                directory unless the function's module is there; a command's ``workdir`` is
+                relative to ``folder`` too. Without it, each folder is the absolute path it
+                is here, the form the study folder keeps: ``tuner resume`` reads that from
+                anywhere.
         """
         data = _with_tags(
             self.model_dump(mode="json", exclude_defaults=True), self.model_dump(mode="json")
@@ -309,7 +311,12 @@ class StudySpec(_Section):
         entry = self.trial.entry
         if isinstance(entry, FunctionEntry):
             data["trial"].pop("path", None)
-            folders = _foreign(entry.search_path, folder)
+            if folder is None:
+                folders = list(entry.search_path)
+            else:  # the working directory only where the function comes from
+                provider, cwd = _provider(entry), os.path.realpath(os.getcwd())
+                kept = [p for p in entry.search_path if p == provider or os.path.realpath(p) != cwd]
+                folders = _portable(kept, folder)
             data["trial"] = {"path": folders, **data["trial"]} if folders else data["trial"]
         else:
             data["trial"].pop("function", None)  # `function: null` says nothing
@@ -322,14 +329,31 @@ class StudySpec(_Section):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def _foreign(search_path: tuple[str, ...], folder: str | os.PathLike[str] | None) -> list[str]:
-    """The folders of ``search_path`` a spec file in ``folder`` must name: the loader puts the
-    file's folder and the working directory on the path itself (the reader's own, which is
-    what makes the file portable)."""
-    if folder is None:
-        return list(search_path)
-    implied = {os.path.realpath(folder), os.path.realpath(os.getcwd())}
-    return [p for p in search_path if os.path.realpath(p) not in implied]
+def _provider(entry: FunctionEntry) -> str | None:
+    """The folder of ``entry.search_path`` its function's module is imported from (``None``:
+    an installed package, or a module the interpreter finds on its own path)."""
+    top = entry.ref.split(":")[0].split(".")[0]
+    for folder in entry.search_path:
+        if os.path.isfile(os.path.join(folder, f"{top}.py")) or os.path.isdir(
+            os.path.join(folder, top)
+        ):
+            return folder
+    return None
+
+
+def _portable(folders: list[str], folder: str | os.PathLike[str]) -> list[str]:
+    """``folders`` as a spec file in ``folder`` names them: relative to it (the loader reads
+    them so), without ``folder`` itself, which the loader always imports from."""
+    base = os.path.realpath(folder)
+    written = []
+    for path in folders:
+        if os.path.realpath(path) == base:
+            continue
+        try:
+            written.append(os.path.relpath(path, base))
+        except ValueError:  # another drive (Windows): no relative form
+            written.append(path)
+    return list(dict.fromkeys(written))
 
 
 def _relative(workdir: str | None, folder: str | os.PathLike[str]) -> str | None:

@@ -350,8 +350,8 @@ class TrialConfig(_Section):
 
     path: list[str] = Field(
         default_factory=list,
-        description="Extra folders to import the function from (the working directory and "
-        "the spec's folder always are).",
+        description="Extra folders to import the function from, relative to the spec's folder "
+        "(the working directory and the spec's folder always are).",
     )
     function: (
         Annotated[
@@ -376,6 +376,15 @@ class TrialConfig(_Section):
     retry_on_error: bool = Field(False, description="Retry errors in the trial code too.")
 
     _entry: FunctionEntry | CommandEntry | None = PrivateAttr(None)
+
+    @field_validator("path")
+    @classmethod
+    def _from_spec_folder(cls, path: list[str], info: ValidationInfo) -> list[str]:
+        # As `workdir`: a relative folder is the spec file's, wherever it is read from.
+        spec_dir = (info.context or {}).get("spec_dir")
+        if not spec_dir:
+            return path
+        return [os.path.normpath(os.path.join(spec_dir, p)) for p in path]
 
     @field_validator("command", mode="before")
     @classmethod

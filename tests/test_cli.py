@@ -328,7 +328,16 @@ def test_ui_serves_the_studys_tracking_store(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{port}" in out
 
 
-def test_resume_says_once_that_a_notebook_function_cannot_be_imported(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("function", "ref"),
+    [
+        ('lambda params: {"loss": params["x"] ** 2}', "__main__:<lambda>"),
+        ("main", "__main__:main"),  # the CLI's own __main__ has a `main` too
+    ],
+)
+def test_resume_says_once_that_a_notebook_function_cannot_be_imported(
+    tmp_path: Path, function: str, ref: str
+) -> None:
     import subprocess
     import sys
 
@@ -337,17 +346,20 @@ def test_resume_says_once_that_a_notebook_function_cannot_be_imported(tmp_path: 
     script = tmp_path / "script.py"
     script.write_text(
         textwrap.dedent(
-            """
+            f"""
             import tuner
+
+            def main(params):
+                return {{"loss": params["x"] ** 2}}
 
             tuner.Study(
                 name="from-a-script",
-                space={"x": tuner.Float(-1.0, 1.0)},
-                objective={"metric": "loss"},
-                trial=lambda params: {"loss": params["x"] ** 2},
-                backend={"type": "inprocess"},
+                space={{"x": tuner.Float(-1.0, 1.0)}},
+                objective={{"metric": "loss"}},
+                trial={function},
+                backend={{"type": "inprocess"}},
                 tracking=None,
-                budget={"max_trials": 2},
+                budget={{"max_trials": 2}},
             ).run(progress=False)
             """
         )
@@ -361,7 +373,7 @@ def test_resume_says_once_that_a_notebook_function_cannot_be_imported(tmp_path: 
     assert shown.returncode == 0, shown.stdout + shown.stderr
     resumed = run_tuner("resume", "from-a-script", "--max-trials", "2", cwd=tmp_path)
     assert resumed.returncode == 2
-    assert "cannot resume: its trial function `__main__:<lambda>` was defined in a notebook" in (
+    assert f"cannot resume: its trial function `{ref}` was defined in a notebook" in (
         resumed.stderr
     )
     assert "run(resume=True)" in resumed.stderr

@@ -484,3 +484,58 @@ def test_the_run_says_what_the_warm_start_told_the_strategy(
     assert f"warm start: {used} trials from study earlier ({12 - used} dropped: " in "\n".join(
         lines[:3]
     )
+
+
+# --- the strategy made after the warm start -------------------------------------------------
+
+FLOATS = {
+    "x": {"type": "float", "low": -2.0, "high": 2.0},
+    "y": {"type": "float", "low": -1.0, "high": 1.0, "default": 0.0},
+}
+
+
+@pytest.mark.parametrize(("told", "first"), [(2, "random"), (3, "gp"), (12, "gp")])
+def test_the_default_engine_proposes_from_three_earlier_trials_on(
+    make_spec: Callable[..., Any], told: int, first: str
+) -> None:
+    pytest.importorskip("torch")
+    run(make_spec(name="earlier", budget={"max_trials": 12, "max_concurrent": 2}))
+    spec = make_spec(
+        name="later",
+        space=FLOATS,
+        strategy={"type": "bayesian", "seed": 3},  # auto, its start-up unset
+        warm_start={"study": "earlier", "max_trials": told},
+        budget={"max_trials": 2, "max_concurrent": 1},
+    )
+    run(spec)
+    engines = [t.engine for t in records(load_study(spec))]
+    assert engines == [first, first]
+    resumed = run(with_budget(spec, 3), resume=True)  # a resumed study knows them too
+    assert resumed.counts[TrialState.COMPLETE] == 3
+    assert records(load_study(spec))[-1].engine == first
+
+
+def test_an_engine_that_cannot_be_made_leaves_the_study_as_it_was(
+    make_spec: Callable[..., Any], earlier: list[TrialRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner import strategies
+    from tuner.backend import MissingExtraError
+
+    def missing(*args: Any) -> Any:
+        raise MissingExtraError("torch", "gp", "the `gp` engine")
+
+    spec = make_spec(
+        name="later",
+        strategy={"type": "bayesian", "engine": "gp"},
+        warm_start={"study": "earlier"},
+        seed_trials=[{"x": 0.5}],
+    )
+    with monkeypatch.context() as patched:
+        patched.setitem(strategies.ENGINES, "gp", missing)
+        with pytest.raises(MissingExtraError):
+            run(spec)
+    assert load_study(spec).get_trials() == []  # nothing told, nothing queued
+    pytest.importorskip("torch")
+    summary = run(spec)  # installed now: it runs as a new study, not one to resume
+    assert summary.counts[TrialState.COMPLETE] == 6
+    assert records(load_study(spec))[0].engine == "seed"

@@ -258,22 +258,26 @@ def _check_trial_imports(spec: StudySpec) -> None:
     """Says once, before any trial, that the study's function does not import (rather than
     failing every trial): a lambda, a closure or a function of a notebook or a script."""
     from tuner.backend import FunctionEntry
-    from tuner.functions import resolve_function
+    from tuner.functions import is_made_in_place, resolve_function
 
     function, entry = spec.trial.function, spec.trial.entry
     if not isinstance(function, str) or not isinstance(entry, FunctionEntry):
         return
-    try:
-        resolve_function(function, entry.search_path)
-    except ValueError as exc:
-        why = str(exc)
-        if function.startswith("__main__:") or "<" in function:
-            why = (
-                f"its trial function `{function}` was defined in a notebook or a script, where "
-                "only Python can give it again: `tuner.Study(..., trial=fn).run(resume=True)` "
-                "there, or move it to a module and resume with `--spec` naming "
-                "`package.module:function`"
-            )
+    # A script's `__main__` is not the CLI's (which may even have a function of that name).
+    why = None
+    if is_made_in_place(function):
+        why = (
+            f"its trial function `{function}` was defined in a notebook or a script, where "
+            "only Python can give it again: `tuner.Study(..., trial=fn).run(resume=True)` "
+            "there, or move it to a module and resume with `--spec` naming "
+            "`package.module:function`"
+        )
+    else:
+        try:
+            resolve_function(function, entry.search_path)
+        except ValueError as exc:
+            why = str(exc)
+    if why is not None:
         _fail(f"study `{spec.name}` cannot resume: {why}")
 
 

@@ -49,6 +49,13 @@ def resolve_function(
     return FunctionEntry(function, search_path)
 
 
+def is_made_in_place(ref: str) -> bool:
+    """Whether the function ``ref`` names was made where it ran and cannot be imported by name
+    elsewhere: a lambda or closure (``<lambda>``, ``f.<locals>.g``) or a function of
+    ``__main__`` (a script's or a notebook's)."""
+    return ref.startswith("__main__:") or "<" in ref
+
+
 def is_referable(entry: FunctionEntry) -> bool:
     """Whether ``entry.ref`` imports as the entry's function itself, so a YAML spec can name it.
 
@@ -57,7 +64,7 @@ def is_referable(entry: FunctionEntry) -> bool:
     """
     if entry.function is None:
         return True
-    if entry.ref.startswith("__main__:") or "<" in entry.ref:
+    if is_made_in_place(entry.ref):
         return False
     try:
         with _on_sys_path(entry.search_path):

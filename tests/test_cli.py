@@ -75,6 +75,20 @@ def test_dry_run_shows_the_plan_and_runs_nothing(spec_file: Path, tmp_path: Path
     assert not (tmp_path / "tuner-studies").exists()
 
 
+def test_dry_run_shows_the_seed_trials_first_and_says_the_warm_start_is_read_later(
+    spec_file: Path, tmp_path: Path
+) -> None:
+    spec_file.write_text(
+        SPEC + "seed_trials: [{x: 1.25, y: -0.5}]\nwarm_start: {study: last-week}\n"
+    )
+    code, out = invoke("run", str(spec_file), "--dry-run")
+    assert code == 0, out
+    first = next(line for line in out.splitlines() if "│" in line)  # the table's first row
+    assert first.split() == ["│", "1.25", "│", "-0.5", "│"]  # the seed trial runs first
+    assert "warm start: from last-week, read when the study starts" in out
+    assert not (tmp_path / "tuner-studies").exists()
+
+
 def test_run_then_status_best_and_resume_by_any_name(spec_file: Path, tmp_path: Path) -> None:
     code, out = invoke("run", str(spec_file))
     assert code == 0, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -253,16 +254,35 @@ def test_a_warm_started_study_reports_only_its_own_trials(make_spec: Any, mlflow
     result = tuner.Study(spec).run(progress=False)
 
     own = {t.number for t in result.records}
+    front = {t.number for t in result.summary.front}
     assert len(own) == 4
+    assert front
     assert min(own) >= 16  # the 16 earlier trials came first, told and never run
     assert set(result.trials["number"]) == own
     plotted = {n for trace in result.plot_pareto_front().data for n in _numbers(trace)}
-    assert plotted <= own
+    assert plotted == own
     client = mlflow.MlflowClient(mlflow_uri)
     parent = load_study(spec).user_attrs["tuner.mlflow_parent_run_id"]
-    for table in ("trials.csv", "pareto.csv"):
+    for table, expected in (("trials.csv", own), ("pareto.csv", front)):
         rows = Path(client.download_artifacts(parent, table)).read_text().splitlines()[1:]
-        assert {int(row.split(",")[0]) for row in rows} <= own, table
+        assert {int(row.split(",")[0]) for row in rows} == expected, table
+
+
+def test_a_warm_started_studys_history_plots_its_own_trials(make_spec: Any) -> None:
+    Orchestrator(make_spec(name="earlier", budget={"max_trials": 8}), tracker=None).run()
+    spec = make_spec(name="later", warm_start={"study": "earlier"}, budget={"max_trials": 3})
+    result = tuner.Study(spec).run(progress=False)
+
+    own = [t.number for t in result.records]
+    assert own == [8, 9, 10]
+    history = result.plot_history()
+    drawn = {
+        x
+        for trace in history.data
+        for x, y in zip(trace.x, trace.y, strict=True)
+        if y is not None and math.isfinite(y)  # the best-value line starts at inf
+    }
+    assert sorted(drawn) == own
 
 
 def _numbers(trace: Any) -> list[int]:

@@ -303,13 +303,36 @@ class EvolvedHistory:
         return mapped
 
 
-def own_trials(study: optuna.Study) -> optuna.Study:
-    """A view of ``study`` with its own trials only, for what is reported of it (tables and
-    plots): trials a warm start told it inform the strategy and are never shown as the
-    study's."""
+def own_trials(study: optuna.Study, *, for_plots: bool = False) -> optuna.Study:
+    """A view of ``study`` for what is reported of it: trials a warm start told it inform the
+    strategy and are never shown as the study's.
+
+    Args:
+        study: the study.
+        for_plots: keep each warm-start trial's place as a failed trial without values, which
+            no plot draws: optuna's history plot finds a trial's value at the index of its
+            number. Tables want them left out.
+
+    Returns:
+        The view; its best-trial properties still read the storage, so ask the view's
+        trials, not them.
+    """
     from tuner.records import is_own
 
+    if for_plots:
+        return _StudyView(study, lambda read: [t if is_own(t) else _place(t) for t in read])
     return _StudyView(study, lambda read: [t for t in read if is_own(t)])
+
+
+def _place(trial: FrozenTrial) -> FrozenTrial:
+    """``trial`` as a failed trial with nothing to draw."""
+    from optuna.trial import TrialState
+
+    placed = copy.copy(trial)
+    placed.state = TrialState.FAIL
+    placed.values = None
+    placed.intermediate_values = {}
+    return placed
 
 
 class _StudyView(optuna_study.Study):
@@ -325,8 +348,10 @@ class _StudyView(optuna_study.Study):
         states: Container[TrialState] | None = None,
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
-        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return self._read(trials)
+        trials = self._read(
+            super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        )
+        return trials if states is None else [t for t in trials if t.state in states]
 
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None

@@ -34,9 +34,9 @@ from tuner.store import (
     open_study,
     save_spec,
 )
-from tuner.strategies import Problem, make_sampler
+from tuner.strategies import PendingAwareSampler, Problem, make_sampler
 from tuner.tracking import MlflowTracker
-from tuner.warm_start import WarmStartReport, prepare
+from tuner.warm_start import WarmStartReport, queue_seed_trials, warm_start
 
 if TYPE_CHECKING:
     import optuna
@@ -134,11 +134,7 @@ class Orchestrator:
         if seed is None:
             seed = spec.strategy.seed if spec.strategy.seed is not None else secrets.randbits(31)
             probe.set_user_attr(Attr.SEED, seed)
-        # Before the first proposal: earlier trials told (once), seed trials queued (once); the
-        # strategy is made knowing what the warm start told it.
-        self.warm_start = prepare(probe, spec)
-        problem = strategy_problem(spec, probe)
-        sampler = make_sampler(spec.strategy, spec.search_space, _run_seed(seed, prior), problem)
+        self.warm_start, sampler = prepare_strategy(spec, probe, _run_seed(seed, prior))
         self.engine = sampler.engine
         study = open_study(spec, sampler, storage)
         study.set_user_attr(Attr.ENGINE, sampler.engine)
@@ -258,9 +254,43 @@ def _where(spec: StudySpec) -> str:
     return spec.storage.url or str(location(spec).journal)
 
 
+def prepare_strategy(
+    spec: StudySpec, study: optuna.Study, seed: int
+) -> tuple[WarmStartReport | None, PendingAwareSampler]:
+    """Readies ``study`` for its first proposal and makes its strategy.
+
+    The strategy is made first, before anything is written, so an engine that cannot be made
+    (an extra not installed) fails with the study as it was; then the warm start's trials are
+    told (once a study), the strategy is made again knowing them (its model proposes from
+    them), and the seed trials are queued (once a study).
+
+    Args:
+        study: the study's optuna study, opened and not yet asked for a trial.
+        seed: the strategy's seed for this run.
+
+    Returns:
+        What the warm start told (``None`` without ``warm_start``) and the strategy.
+
+    Raises:
+        InputError: if the warm start's source does not exist or does not fit the study.
+        MissingExtraError: if the engine needs a package that is not installed.
+    """
+    known = strategy_problem(spec, study)  # a resumed study's warm start is told already
+    sampler = make_sampler(spec.strategy, spec.search_space, seed, known)
+    report = warm_start(study, spec)
+    problem = strategy_problem(spec, study)
+    if len(problem.prior) != len(known.prior):
+        sampler = make_sampler(spec.strategy, spec.search_space, seed, problem)
+    queue_seed_trials(study, spec)
+    return report, sampler
+
+
 def strategy_problem(spec: StudySpec, study: optuna.Study) -> Problem:
-    """What ``spec``'s strategy solves beyond its space: the objectives, the constraints and
-    the completed trials a warm start told ``study`` (:func:`tuner.warm_start.prepare`)."""
+    """What ``spec``'s strategy solves beyond its space.
+
+    Returns:
+        The objectives, the constraints and the completed trials a warm start told ``study``.
+    """
     from optuna.trial import TrialState as OptunaState
 
     from tuner.records import is_own

@@ -48,6 +48,7 @@ def write_study_artifacts(client: MlflowClient, run_id: str, study: optuna.Study
     start's); returns the paths."""
     from tuner.optuna_adapter import own_trials
 
+    plotted = own_trials(study, for_plots=True)
     study = own_trials(study)
     written: list[str] = []
     frame = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
@@ -57,8 +58,8 @@ def write_study_artifacts(client: MlflowClient, run_id: str, study: optuna.Study
         client.log_text(run_id, _front_table(study), "pareto.csv")
         written.append("pareto.csv")
     names = [name for name in PLOTS if _usable(study, name)]
-    written += _static(client, run_id, study, names)
-    written += _interactive(client, run_id, study, names)
+    written += _static(client, run_id, plotted, names)
+    written += _interactive(client, run_id, plotted, names)
     return written
 
 

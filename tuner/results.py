@@ -91,7 +91,7 @@ class StudyResult:
         self.spec = spec
         self.records = tuple(trials)
         self.summary = summary
-        self._study = own_trials(study)  # a warm start's trials are not the study's
+        self._study = own_trials(study, for_plots=True)  # a warm start's are not the study's
 
     @classmethod
     def read(cls, spec: StudySpec, summary: StudySummary | None = None) -> StudyResult:

@@ -123,6 +123,15 @@ def print_plan(console: Console, spec: StudySpec) -> None:
         preview = optuna.create_study(
             sampler=sampler, directions=[o.direction.value for o in spec.objectives]
         )
+        for config in spec.seed_trials:  # run first, as the study runs them
+            preview.enqueue_trial(dict(config))
+    if spec.warm_start is not None:
+        source = spec.warm_start.study or f"MLflow experiment {spec.warm_start.mlflow_experiment}"
+        console.print(
+            f"warm start: from {source}, read when the study starts; the proposals shown "
+            "here are made without it",
+            markup=False,
+        )
     table = Table(title="First configurations")
     for name in spec.space:
         table.add_column(name, justify="right")

@@ -227,7 +227,8 @@ class BayesianStrategy(_Section):
     n_startup_trials: PositiveInt | None = Field(
         None,
         description="Random trials before the model takes over, counting a warm start's "
-        "trials (if unset: 10, or none after a warm start of 3 or more trials).",
+        "trials (if unset, each engine's own: 10 for auto, gp, tpe and skopt, none after a "
+        "warm start of 3 or more trials; 1 for cmaes; nsga2's population, 20).",
     )
 
 

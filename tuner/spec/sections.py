@@ -42,7 +42,7 @@ from tuner.backend import (
     MetricDefinition,
     Resources,
 )
-from tuner.functions import resolve_function
+from tuner.functions import REFERENCE, resolve_function
 from tuner.units import Duration, parse_bytes
 from tuner.urls import storage_url_problem, tracking_uri_problem
 
@@ -50,7 +50,7 @@ RESERVED_PREFIX = "tuner."
 """Metric and attribute keys the framework writes; user metrics may not start with it."""
 
 
-_FUNCTION_PATTERN = r"[\w.]+:[\w.]+"
+_FUNCTION_PATTERN = REFERENCE.pattern
 _STORED_PATTERN = r"[\w.]+:[\w.<>]+"
 """What a study folder's spec may hold: a function defined in a notebook cell or a script may
 be a lambda (``__main__:<lambda>``) or a closure (``train.<locals>.fit``), which reading the

@@ -14,7 +14,7 @@ and TPE) and seed, a new study runs ``TRIALS`` trials of its own, started:
 
 The earlier studies are tuner studies in journal stores and the runs live in an MLflow sqlite
 store; the new study reads them through ``tuner.warm_start.prepare`` and gets its strategy
-from ``tuner.orchestrator.strategy_problem`` exactly as ``tuner run`` does. Proposals come
+from ``tuner.orchestrator.prepare_strategy`` exactly as ``tuner run`` does. Proposals come
 through optuna's ask/tell, as the study loop asks them (no backend: the function is evaluated
 in place). Regret is the best of the new study's *own* trials minus the known optimum: the
 warm trials never count.
@@ -75,17 +75,12 @@ def _spec(name: str, problem: str, strategy: dict[str, Any], folder: Path, **sec
 def _run(spec: Any, function: Function, trials: int) -> list[float]:
     """Opens ``spec``'s study as ``tuner run`` does (warm start included), runs ``trials``
     trials of its own and returns their values in order."""
-    from tuner.orchestrator import strategy_problem
+    from tuner.orchestrator import prepare_strategy
     from tuner.store import open_storage, open_study
-    from tuner.strategies import make_sampler
-    from tuner.warm_start import prepare
 
     space = spec.search_space
     storage = open_storage(spec)
-    probe = open_study(spec, None, storage)
-    prepare(probe, spec)
-    problem = strategy_problem(spec, probe)
-    sampler = make_sampler(spec.strategy, space, spec.strategy.seed, problem)
+    _, sampler = prepare_strategy(spec, open_study(spec, None, storage), spec.strategy.seed)
     study = open_study(spec, sampler, storage)
     values = []
     for _ in range(trials):
@@ -222,9 +217,10 @@ def main() -> None:
             results: dict[str, dict[str, list[float]]] = {}
             for engine in engines:
                 for seed in range(args.seeds):
-                    for key, value in measure(
-                        problem, engine, seed, Path(tmp), tracking_uri
-                    ).items():
+                    regrets = measure(
+                        problem, engine, seed, Path(tmp), tracking_uri, args.n_startup_trials
+                    )
+                    for key, value in regrets.items():
                         results.setdefault(engine, {}).setdefault(key, []).append(value)
             print(
                 f"\n**{problem}** ({args.seeds} seeds; regret, median [25th - 75th percentile])\n"

@@ -1,4 +1,9 @@
-"""The whole study spec: its sections together, and the checks that span them."""
+"""The whole study spec: its sections together, and the checks that span them.
+
+One job, the spec as a whole: the checks that need two sections at once (seed trials against
+the space, objectives against the engine and the pruner, warm-start defaults against the
+parameters) and its YAML form, written portably, live beside the model they check.
+"""
 
 from __future__ import annotations
 

@@ -96,6 +96,13 @@ def tracking_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         server.stop()
 
 
+def run_fresh(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Runs ``args`` in a fresh process (nothing configured yet) and returns what it printed."""
+    return subprocess.run(
+        args, cwd=cwd, env=fresh_env(), capture_output=True, text=True, timeout=300
+    )
+
+
 def quiet_spec(name: str, tracking_uri: str, **sections: Any) -> dict[str, Any]:
     """A small study with early stopping and MLflow on a server: every voice that leaked."""
     return {
@@ -116,14 +123,7 @@ def test_a_study_run_from_python_prints_nothing_but_its_own_lines(
     tmp_path: Path, tracking_uri: str
 ) -> None:
     spec = quiet_spec("quiet-study", tracking_uri, storage={"dir": str(tmp_path / "studies")})
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(spec), str(ROOT)],
-        cwd=tmp_path,
-        env=fresh_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_fresh([sys.executable, "-c", SCRIPT, json.dumps(spec), str(ROOT)], tmp_path)
     assert done.returncode == 0, done.stderr
     # Each of these leaked before: optuna's "[I ...] A new study created in Journal with name"
     # and "Using an existing study", MLflow's "INFO mlflow.store.db.utils: Creating initial
@@ -172,14 +172,7 @@ def test_the_trackers_client_leaves_mlflows_logging_as_it_was(
 def test_a_study_run_through_the_python_api_prints_only_tuners_lines(
     tmp_path: Path, tracking_uri: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", STUDY_SCRIPT, tracking_uri],
-        cwd=tmp_path,
-        env=fresh_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_fresh([sys.executable, "-c", STUDY_SCRIPT, tracking_uri], tmp_path)
     assert_only_tuners_lines(done)
     assert "quiet-study" in done.stdout  # the progress display: tuner's own lines
     assert done.stdout.splitlines()[-1].startswith("tuner: best trial ")
@@ -188,13 +181,6 @@ def test_a_study_run_through_the_python_api_prints_only_tuners_lines(
 def test_tuner_run_prints_only_tuners_lines(tmp_path: Path, tracking_uri: str) -> None:
     spec = quiet_spec("quiet-cli", tracking_uri)
     (tmp_path / "study.yaml").write_text(json.dumps(spec))  # JSON is YAML
-    done = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "run", "study.yaml"],
-        cwd=tmp_path,
-        env=fresh_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_fresh([sys.executable, "-m", "tuner.cli", "run", "study.yaml"], tmp_path)
     assert_only_tuners_lines(done)
     assert "quiet-cli" in done.stdout + done.stderr

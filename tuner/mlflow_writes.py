@@ -45,6 +45,9 @@ class _State:
     parent_run_id: str | None = None
     run_ids: dict[int, str] = field(default_factory=dict)
     last_step: dict[int, int] = field(default_factory=dict)
+    last_rows: dict[int, dict[str, tuple[int, float]]] = field(default_factory=dict)
+    """Per trial, each metric's last logged step and value: a final metric equal to it is
+    not logged again at the same step."""
 
 
 class MlflowWrites:
@@ -200,8 +203,17 @@ class MlflowWrites:
         steps = self._state.last_step
         steps[number] = max([steps.get(number, 0), *(int(r[3]) for r in rows)])
         metrics = [Metric(k, v, ts, step) for k, v, ts, step in rows if _finite(v)]
+        self._remember(number, metrics)
         for start in range(0, len(metrics), _BATCH_LIMIT):
             self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_LIMIT])
+
+    def _remember(self, number: int, metrics: list[Any]) -> dict[str, tuple[int, float]]:
+        """Keeps each metric's last step and value of trial ``number``; returns them all."""
+        last = self._state.last_rows.setdefault(number, {})
+        for metric in metrics:
+            if metric.key not in last or metric.step >= last[metric.key][0]:
+                last[metric.key] = (metric.step, metric.value)
+        return last
 
     def _apply_close_child(self, data: dict[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag
@@ -217,9 +229,15 @@ class MlflowWrites:
         steps = self._state.last_step
         step = max([steps.get(number, 0), *(int(r[3]) for r in rows)])
         steps[number] = step
-        # The trial's last intermediate metrics, its final ones and its tags: one call.
-        metrics = [Metric(k, v, ts, s) for k, v, ts, s in rows if _finite(v)] + [
-            Metric(k, float(v), data["end"], step) for k, v in data["metrics"].items() if _finite(v)
+        # The trial's last intermediate metrics, its final ones and its tags: one call. A final
+        # metric its curve already ends with, at the same step, is not logged twice.
+        metrics = [Metric(k, v, ts, s) for k, v, ts, s in rows if _finite(v)]
+        last = self._remember(number, metrics)
+        self._state.last_rows.pop(number, None)
+        metrics += [
+            Metric(k, float(v), data["end"], step)
+            for k, v in data["metrics"].items()
+            if _finite(v) and last.get(k) != (step, float(v))
         ]
         tags = [RunTag(k, v) for k, v in data["tags"].items()]
         for start in range(0, max(1, len(metrics)), _BATCH_LIMIT):
